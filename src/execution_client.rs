@@ -1,0 +1,504 @@
+//! One upstream as a whole (an execution client or a chained proxy): its two lanes with their
+//! bounded queues, its health, reconnect backoff, probing and token signing.
+//!
+//! State-changing calls travel in the `State` lane, strictly in order, one at a time; everything
+//! else in the `Read` lane, so a `getPayload` never waits behind a slow `newPayload`. This module
+//! owns no socket: it knows each lane's connection by slab key and decides what to send next;
+//! the event loop does the I/O.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::config::{UpstreamConfig, UpstreamKind};
+use crate::engine::{Lane, Method};
+use crate::http::write::request_head;
+use crate::jwt::Signer;
+use crate::request::{Leg, Request};
+
+/// First reconnect delay after a failure; short, because a restarted execution client is back
+/// within seconds and every missed slot matters.
+pub const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+
+/// Longest reconnect delay: a dead upstream costs one connect attempt per this period.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// An upstream idle for this long is probed, so a dead one is known before a beacon node's
+/// request needs it (under half a 12 s slot).
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Timeout of a health probe: a healthy execution client answers `eth_syncing` in milliseconds.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether the upstream is believed to answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Not heard from yet.
+    Unknown,
+    /// Answered recently.
+    Up,
+    /// Failed; `retry_at` is when the next probe may go.
+    Down {
+        /// When it went down.
+        since: Instant,
+        /// When to try again.
+        retry_at: Instant,
+    },
+}
+
+/// Why queued legs were removed without being sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Eviction {
+    /// The queue was full (count or bytes); the oldest went.
+    QueueFull,
+    /// A newer `forkchoiceUpdated` replaced a queued one.
+    Superseded,
+}
+
+/// Counters of one upstream, for metrics and `/status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamStats {
+    /// Requests sent (attempts).
+    pub sent: u64,
+    /// Answers received.
+    pub answered: u64,
+    /// Requests that failed (connect, timeout, error).
+    pub failed: u64,
+    /// Requests that timed out.
+    pub timeouts: u64,
+    /// Queued requests dropped because the queue was full.
+    pub dropped: u64,
+    /// Queued `forkchoiceUpdated`s replaced by newer ones.
+    pub superseded: u64,
+    /// Requests retried on a fresh connection.
+    pub retried: u64,
+    /// Answers whose payload status differed from another upstream's for the same block.
+    pub status_mismatches: u64,
+    /// Connections opened.
+    pub connects: u64,
+}
+
+/// One lane: a queue and at most one connection.
+#[derive(Debug, Default)]
+pub struct LaneState {
+    queue: VecDeque<Leg>,
+    queued_bytes: usize,
+    /// Slab key of this lane's connection, if one is open or opening.
+    pub conn: Option<usize>,
+}
+
+impl LaneState {
+    /// Legs waiting to be sent.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Nothing waiting.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Body bytes waiting.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+}
+
+/// One upstream and everything the proxy keeps about it.
+#[derive(Debug)]
+pub struct ExecutionClient {
+    /// Index in the configuration (also its place in preference order).
+    pub index: usize,
+    /// Where it is and how to reach it.
+    pub config: UpstreamConfig,
+    /// Health as last observed.
+    pub health: Health,
+    /// Counters.
+    pub stats: UpstreamStats,
+    state: LaneState,
+    read: LaneState,
+    signer: Option<Signer>,
+    failures_in_row: u32,
+    last_answer: Option<Instant>,
+    probe_due: Option<Instant>,
+}
+
+/// The request body of a health probe: cheap, read-only, served by every execution client.
+const PROBE_BODY: &[u8] =
+    br#"{"jsonrpc":"2.0","id":"sync-proxy-probe","method":"eth_syncing","params":[]}"#;
+
+impl ExecutionClient {
+    /// A new upstream, not yet connected; a probe is due at once.
+    pub fn new(index: usize, config: UpstreamConfig, now: Instant) -> ExecutionClient {
+        let signer = config.jwt_secret.clone().map(Signer::new);
+        ExecutionClient {
+            index,
+            config,
+            health: Health::Unknown,
+            stats: UpstreamStats::default(),
+            state: LaneState::default(),
+            read: LaneState::default(),
+            signer,
+            failures_in_row: 0,
+            last_answer: None,
+            probe_due: Some(now),
+        }
+    }
+
+    /// A chained proxy rather than an execution client.
+    pub fn is_proxy(&self) -> bool {
+        self.config.kind == UpstreamKind::Proxy
+    }
+
+    /// Whether it can be asked for an answer now: not known to be down.
+    pub fn is_available(&self) -> bool {
+        !matches!(self.health, Health::Down { .. })
+    }
+
+    /// Whether it answered lately.
+    pub fn is_up(&self) -> bool {
+        self.health == Health::Up
+    }
+
+    /// A lane's state.
+    pub fn lane(&self, lane: Lane) -> &LaneState {
+        match lane {
+            Lane::State => &self.state,
+            Lane::Read => &self.read,
+        }
+    }
+
+    /// A lane's state, mutably.
+    pub fn lane_mut(&mut self, lane: Lane) -> &mut LaneState {
+        match lane {
+            Lane::State => &mut self.state,
+            Lane::Read => &mut self.read,
+        }
+    }
+
+    /// Queues a leg in its lane, enforcing the bounds; returns the legs evicted to make room
+    /// (possibly the new leg itself, when it alone exceeds the byte bound).
+    pub fn enqueue(&mut self, leg: Leg, max_legs: usize, max_bytes: usize) -> Vec<(Leg, Eviction)> {
+        let mut evicted = Vec::new();
+        let lane = leg.request.lane();
+        let queue = self.lane_mut(lane);
+        if matches!(leg.request.method, Method::ForkchoiceUpdated(_)) {
+            // A newer head makes an unsent older one pointless; the newer one goes to the back
+            // so it still follows every newPayload queued before it.
+            while let Some(at) = queue
+                .queue
+                .iter()
+                .position(|l| matches!(l.request.method, Method::ForkchoiceUpdated(_)))
+            {
+                if let Some(old) = queue.queue.remove(at) {
+                    queue.queued_bytes -= old.body_bytes();
+                    evicted.push((old, Eviction::Superseded));
+                }
+            }
+        }
+        if leg.body_bytes() > max_bytes {
+            evicted.push((leg, Eviction::QueueFull));
+        } else {
+            queue.queued_bytes += leg.body_bytes();
+            queue.queue.push_back(leg);
+            while queue.queue.len() > max_legs || queue.queued_bytes > max_bytes {
+                let Some(old) = queue.queue.pop_front() else {
+                    break;
+                };
+                queue.queued_bytes -= old.body_bytes();
+                evicted.push((old, Eviction::QueueFull));
+            }
+        }
+        for (_, why) in &evicted {
+            match why {
+                Eviction::QueueFull => self.stats.dropped += 1,
+                Eviction::Superseded => self.stats.superseded += 1,
+            }
+        }
+        evicted
+    }
+
+    /// Puts a leg back at the head of its lane, for a retry on a fresh connection.
+    pub fn requeue_front(&mut self, leg: Leg) {
+        self.stats.retried += 1;
+        let queue = self.lane_mut(leg.request.lane());
+        queue.queued_bytes += leg.body_bytes();
+        queue.queue.push_front(leg);
+    }
+
+    /// Takes the next leg of a lane, if it may be sent now.
+    pub fn next_leg(&mut self, lane: Lane) -> Option<Leg> {
+        // State-changing calls wait for the upstream to be reachable; a probe decides that.
+        if lane == Lane::State && !self.is_available() {
+            return None;
+        }
+        let queue = self.lane_mut(lane);
+        let leg = queue.queue.pop_front()?;
+        queue.queued_bytes -= leg.body_bytes();
+        Some(leg)
+    }
+
+    /// Whether a lane should have a connection: it has something it may send.
+    pub fn wants_connection(&self, lane: Lane) -> bool {
+        match lane {
+            Lane::State => self.is_available() && !self.state.is_empty(),
+            Lane::Read => !self.read.is_empty(),
+        }
+    }
+
+    /// The request head for `leg`, with a token signed now (a queued request never goes stale).
+    pub fn request_head(&mut self, leg: &Leg, unix_secs: u64) -> Vec<u8> {
+        let request = &leg.request;
+        let authorization = match &mut self.signer {
+            Some(signer) => Some(signer.bearer(unix_secs).to_owned()),
+            None => request.authorization.as_deref().map(str::to_owned),
+        };
+        let forwarded_for = self.is_proxy().then(|| {
+            let mut value = String::new();
+            let _ = write!(value, "{}", request.beacon);
+            value
+        });
+        request_head(
+            &self.config.path,
+            &self.config.host,
+            request.body.len(),
+            authorization.as_deref(),
+            forwarded_for.as_deref(),
+        )
+    }
+
+    /// A leg was handed to a connection.
+    pub fn on_sent(&mut self) {
+        self.stats.sent += 1;
+    }
+
+    /// An HTTP answer arrived: the upstream is up. Returns true when that is news.
+    pub fn on_answer(&mut self, now: Instant) -> bool {
+        self.stats.answered += 1;
+        self.failures_in_row = 0;
+        self.last_answer = Some(now);
+        self.probe_due = Some(now + PROBE_INTERVAL);
+        let was_up = self.health == Health::Up;
+        self.health = Health::Up;
+        !was_up
+    }
+
+    /// A request or connection failed: the upstream is down until a probe says otherwise.
+    /// Returns true when that is news.
+    pub fn on_failure(&mut self, now: Instant, timed_out: bool) -> bool {
+        self.stats.failed += 1;
+        if timed_out {
+            self.stats.timeouts += 1;
+        }
+        self.failures_in_row = self.failures_in_row.saturating_add(1);
+        let delay = backoff(self.failures_in_row);
+        let was_down = matches!(self.health, Health::Down { .. });
+        let since = match self.health {
+            Health::Down { since, .. } => since,
+            Health::Unknown | Health::Up => now,
+        };
+        self.health = Health::Down {
+            since,
+            retry_at: now + delay,
+        };
+        self.probe_due = Some(now + delay);
+        !was_down
+    }
+
+    /// Legs in the read lane fail at once when the upstream goes down: stale reads help nobody.
+    pub fn drain_reads(&mut self) -> Vec<Leg> {
+        self.read.queued_bytes = 0;
+        self.read.queue.drain(..).collect()
+    }
+
+    /// Marks every queued state leg as reported and returns their exchanges, so beacon nodes
+    /// waiting on a down upstream are answered at once; the legs stay queued for delivery.
+    pub fn report_queued_unavailable(&mut self) -> Vec<u64> {
+        self.state
+            .queue
+            .iter_mut()
+            .filter(|leg| !leg.reported)
+            .filter_map(|leg| {
+                leg.reported = true;
+                leg.exchange
+            })
+            .collect()
+    }
+
+    /// When a probe is due, if one should be sent at all.
+    pub fn probe_deadline(&self) -> Option<Instant> {
+        // Queued reads will tell the health anyway; a probe in flight clears `probe_due`.
+        if !self.read.is_empty() {
+            return None;
+        }
+        self.probe_due
+    }
+
+    /// Queues a health probe if one is due at `now`.
+    pub fn probe_if_due(&mut self, now: Instant, probe: &Rc<Request>) -> bool {
+        match self.probe_deadline() {
+            Some(due) if due <= now => {
+                let mut leg = Leg::new(Rc::clone(probe), None);
+                leg.probe = true;
+                self.read.queued_bytes += leg.body_bytes();
+                self.read.queue.push_back(leg);
+                self.probe_due = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The probe request shared by every upstream.
+    pub fn probe_request(now: Instant) -> Request {
+        Request {
+            body: PROBE_BODY.into(),
+            call: None,
+            method: Method::Other,
+            authorization: None,
+            beacon: Rc::from("sync-proxy"),
+            received_at: now,
+        }
+    }
+
+    /// The timeout of a probe.
+    pub fn probe_timeout() -> Duration {
+        PROBE_TIMEOUT
+    }
+}
+
+/// Capped exponential backoff: 100 ms, 200 ms, 400 ms … 5 s.
+pub fn backoff(failures_in_row: u32) -> Duration {
+    let exponent = failures_in_row.saturating_sub(1).min(16);
+    BACKOFF_INITIAL
+        .saturating_mul(1 << exponent)
+        .min(BACKOFF_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UpstreamKind;
+
+    fn client() -> ExecutionClient {
+        let config = UpstreamConfig {
+            kind: UpstreamKind::ExecutionClient,
+            url: "http://127.0.0.1:8551".into(),
+            addr: "127.0.0.1:8551".parse().unwrap(),
+            host: "127.0.0.1:8551".into(),
+            path: "/".into(),
+            jwt_secret: None,
+        };
+        ExecutionClient::new(0, config, Instant::now())
+    }
+
+    fn leg(method: Method, bytes: usize) -> Leg {
+        Leg::new(
+            Rc::new(Request {
+                body: vec![b' '; bytes].into(),
+                call: None,
+                method,
+                authorization: Some("Bearer inbound".into()),
+                beacon: Rc::from("bn"),
+                received_at: Instant::now(),
+            }),
+            None,
+        )
+    }
+
+    #[test]
+    fn state_lane_queue_full_drops_oldest() {
+        let mut el = client();
+        for i in 0..3 {
+            let evicted = el.enqueue(leg(Method::NewPayload(3), 10 + i), 2, 1000);
+            assert_eq!(evicted.len(), usize::from(i == 2));
+        }
+        assert_eq!(el.lane(Lane::State).len(), 2);
+        assert_eq!(el.stats.dropped, 1);
+        let next = el.next_leg(Lane::State).unwrap();
+        assert_eq!(next.body_bytes(), 11, "the oldest (10 bytes) was dropped");
+    }
+
+    #[test]
+    fn state_lane_byte_bound_drops_oldest() {
+        let mut el = client();
+        el.enqueue(leg(Method::NewPayload(3), 60), 10, 100);
+        let evicted = el.enqueue(leg(Method::NewPayload(3), 60), 10, 100);
+        assert_eq!(evicted.len(), 1);
+        assert_eq!(el.lane(Lane::State).queued_bytes(), 60);
+    }
+
+    #[test]
+    fn oversized_leg_is_dropped_itself() {
+        let mut el = client();
+        el.enqueue(leg(Method::NewPayload(3), 10), 10, 100);
+        let evicted = el.enqueue(leg(Method::NewPayload(3), 101), 10, 100);
+        assert_eq!(evicted[0].0.body_bytes(), 101);
+        assert_eq!(el.lane(Lane::State).len(), 1);
+    }
+
+    #[test]
+    fn newer_forkchoice_supersedes_queued_one_and_goes_last() {
+        let mut el = client();
+        el.enqueue(leg(Method::NewPayload(3), 1), 10, 100);
+        el.enqueue(leg(Method::ForkchoiceUpdated(3), 2), 10, 100);
+        el.enqueue(leg(Method::NewPayload(3), 3), 10, 100);
+        let evicted = el.enqueue(leg(Method::ForkchoiceUpdated(3), 4), 10, 100);
+        assert_eq!(evicted.len(), 1);
+        assert_eq!(evicted[0].1, Eviction::Superseded);
+        let order: Vec<usize> = std::iter::from_fn(|| el.next_leg(Lane::State))
+            .map(|l| l.body_bytes())
+            .collect();
+        assert_eq!(order, [1, 3, 4]);
+    }
+
+    #[test]
+    fn reads_use_their_own_lane() {
+        let mut el = client();
+        el.enqueue(leg(Method::NewPayload(3), 1), 10, 100);
+        el.enqueue(leg(Method::GetPayload(4), 2), 10, 100);
+        assert_eq!(el.lane(Lane::State).len(), 1);
+        assert_eq!(el.lane(Lane::Read).len(), 1);
+    }
+
+    #[test]
+    fn down_client_holds_state_legs_until_up() {
+        let mut el = client();
+        let now = Instant::now();
+        el.enqueue(leg(Method::NewPayload(3), 1), 10, 100);
+        assert!(el.on_failure(now, false));
+        assert!(el.next_leg(Lane::State).is_none());
+        assert!(!el.wants_connection(Lane::State));
+        assert!(el.on_answer(now));
+        assert!(el.next_leg(Lane::State).is_some());
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(2), Duration::from_millis(200));
+        assert_eq!(backoff(4), Duration::from_millis(800));
+        assert_eq!(backoff(30), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn without_secret_inbound_authorization_passes_through() {
+        let mut el = client();
+        let leg = leg(Method::NewPayload(3), 5);
+        let head = String::from_utf8(el.request_head(&leg, 0)).unwrap();
+        assert!(head.contains("Authorization: Bearer inbound\r\n"), "{head}");
+        assert!(head.contains("Content-Length: 5\r\n"), "{head}");
+        assert!(!head.contains("X-Forwarded-For"), "{head}");
+    }
+
+    #[test]
+    fn probe_is_queued_once_when_due() {
+        let mut el = client();
+        let now = Instant::now();
+        let probe = Rc::new(ExecutionClient::probe_request(now));
+        assert!(el.probe_if_due(now, &probe));
+        assert!(!el.probe_if_due(now, &probe));
+        assert_eq!(el.lane(Lane::Read).len(), 1);
+    }
+}

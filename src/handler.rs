@@ -1,0 +1,232 @@
+//! What to do with one complete request from a beacon node: operator endpoints, JWT check,
+//! JSON-RPC inspection, identity, beacon tracking and routing, in that order.
+//!
+//! Returns an [`Action`] and touches no socket; the event loop applies it (answers, queues the
+//! legs, opens the exchange). Every refusal is a well-formed answer carrying the request's `id`.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use log::{debug, info, trace, warn};
+
+use crate::config::Config;
+use crate::engine::Method;
+use crate::exchange::{Answer, AnswerPolicy};
+use crate::http::head::RequestMethod;
+use crate::identity::{self, Evidence};
+use crate::inbound::ParsedRequest;
+use crate::jwt;
+use crate::metrics::{Metrics, Refusal};
+use crate::policy::{Route, Router, UpstreamSet, UpstreamView};
+use crate::request::Request;
+use crate::rpc::{self, InspectError, Inspected};
+use crate::time::Clock;
+
+/// Operator endpoints, rendered by the event loop from its whole state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET /` and `GET /health`: 200 when an execution client is reachable, else 503.
+    Health,
+    /// `GET /status`: JSON of every beacon node and upstream.
+    Status,
+    /// `GET /metrics`: Prometheus text.
+    Metrics,
+}
+
+/// What the event loop must do with a request.
+#[derive(Debug)]
+pub enum Action {
+    /// Answer at once; nothing is forwarded.
+    Answer(Answer),
+    /// Render an operator endpoint.
+    Endpoint(Endpoint),
+    /// Send the request to `targets`; the beacon node gets `local` at once if set, else the
+    /// answer chosen by `policy` among `order`.
+    Forward {
+        /// The request, shared by all legs.
+        request: Rc<Request>,
+        /// Upstreams that get it.
+        targets: UpstreamSet,
+        /// The proxy's own answer, when it answers itself.
+        local: Option<Answer>,
+        /// Upstreams whose answers count, primary first.
+        order: Vec<usize>,
+        /// How the answer is chosen.
+        policy: AnswerPolicy,
+    },
+}
+
+/// What a handler may read and update.
+pub struct Context<'a> {
+    /// Configuration.
+    pub config: &'a Config,
+    /// Forwarding table and beacon tracking.
+    pub router: &'a mut Router,
+    /// Counters.
+    pub metrics: &'a mut Metrics,
+    /// The upstreams as routing sees them.
+    pub upstreams: &'a [UpstreamView],
+}
+
+/// Decides what to do with `parsed`, received from `peer`.
+pub fn handle(
+    ctx: &mut Context<'_>,
+    parsed: ParsedRequest,
+    peer: SocketAddr,
+    clock: Clock,
+) -> Action {
+    match parsed.head.method {
+        RequestMethod::Get | RequestMethod::Head => endpoint(ctx, &parsed.head.path),
+        RequestMethod::Post => rpc_request(ctx, parsed, peer, clock),
+        RequestMethod::Other => {
+            ctx.metrics.on_refusal(Refusal::NotFound);
+            refuse(
+                405,
+                b"null",
+                rpc::code::INVALID_REQUEST,
+                "only POST (JSON-RPC) and GET are served",
+            )
+        }
+    }
+}
+
+fn endpoint(ctx: &mut Context<'_>, path: &str) -> Action {
+    match path.split('?').next().unwrap_or("") {
+        "/" | "/health" => Action::Endpoint(Endpoint::Health),
+        "/status" => Action::Endpoint(Endpoint::Status),
+        "/metrics" => Action::Endpoint(Endpoint::Metrics),
+        _ => {
+            ctx.metrics.on_refusal(Refusal::NotFound);
+            refuse(
+                404,
+                b"null",
+                rpc::code::INVALID_REQUEST,
+                "not found: GET serves /, /health, /status and /metrics; JSON-RPC is POST",
+            )
+        }
+    }
+}
+
+fn rpc_request(
+    ctx: &mut Context<'_>,
+    parsed: ParsedRequest,
+    peer: SocketAddr,
+    clock: Clock,
+) -> Action {
+    let ParsedRequest { head, body, .. } = parsed;
+    let inspected = rpc::inspect(&body);
+    // Authentication comes first; the body was read only to echo the request's id.
+    let id: &[u8] = match &inspected {
+        Ok(Inspected::Call(call)) => &call.id,
+        Ok(Inspected::Batch { .. }) => b"null",
+        Err(error) => error.id().unwrap_or(b"null"),
+    };
+    let claims = match &ctx.config.jwt_secret {
+        None => None,
+        Some(secret) => match jwt::verify(head.authorization.as_deref(), secret, clock.unix_secs) {
+            Ok(claims) => Some(claims),
+            Err(error) => {
+                ctx.metrics.on_refusal(Refusal::Unauthorized);
+                warn!("refused request from {peer}: {error}");
+                return refuse(
+                    401,
+                    id,
+                    rpc::code::INVALID_REQUEST,
+                    &format!("unauthorized: {error}"),
+                );
+            }
+        },
+    };
+    let call = match inspected {
+        Ok(Inspected::Call(call)) => Some(call),
+        Ok(Inspected::Batch { .. }) => None,
+        Err(error) => return refuse_inspection(ctx, &error, peer),
+    };
+    let evidence = Evidence {
+        jwt_id: claims.as_ref().and_then(|c| c.id.as_deref()),
+        path: &head.path,
+        forwarded_for: head.forwarded_for.as_deref(),
+        real_ip: head.real_ip.as_deref(),
+    };
+    let beacon: Rc<str> =
+        identity::identify(&evidence, peer.ip(), &ctx.config.trusted_proxies).into();
+    ctx.metrics.on_request(call.as_ref().map(|c| c.method));
+    let observation = ctx
+        .router
+        .observe(&beacon, call.as_ref(), clock.now, clock.unix_secs);
+    if let Some((claimed, wall_slot)) = observation.ignored_slot {
+        ctx.metrics.ignored_slot_claims += 1;
+        warn!(
+            "beacon {beacon} claims slot {claimed} beyond the wall-clock slot {wall_slot}; ignored"
+        );
+    }
+    if let Some(switch) = observation.switch {
+        info!("following beacon: {switch}");
+    }
+    let route = ctx.router.route(&beacon, call.as_ref(), ctx.upstreams);
+    let method = call.as_ref().map_or(Method::Other, |c| c.method);
+    let request = Rc::new(Request {
+        body: body.into_boxed_slice(),
+        call,
+        method,
+        authorization: head.authorization,
+        beacon,
+        received_at: clock.now,
+    });
+    match route {
+        Route::Local {
+            body,
+            targets,
+            reason,
+        } => {
+            ctx.metrics.local_answers += 1;
+            debug!(
+                "{} from {}: answered by the proxy ({reason})",
+                request.describe(),
+                request.beacon
+            );
+            Action::Forward {
+                request,
+                targets,
+                local: Some(Answer::json(200, body)),
+                order: Vec::new(),
+                policy: AnswerPolicy::Primary,
+            }
+        }
+        Route::Exchange {
+            targets,
+            order,
+            policy,
+        } => {
+            trace!(
+                "{} from {}: to {:?}, answer by {policy:?} of {order:?}",
+                request.describe(),
+                request.beacon,
+                targets
+            );
+            Action::Forward {
+                request,
+                targets,
+                local: None,
+                order,
+                policy,
+            }
+        }
+    }
+}
+
+fn refuse_inspection(ctx: &mut Context<'_>, error: &InspectError, peer: SocketAddr) -> Action {
+    let refusal = match error {
+        InspectError::Parse => Refusal::Parse,
+        InspectError::InvalidRequest { .. } => Refusal::InvalidRequest,
+        InspectError::InvalidParams { .. } => Refusal::InvalidParams,
+    };
+    ctx.metrics.on_refusal(refusal);
+    debug!("refused request from {peer}: {error}");
+    let id = error.id().unwrap_or(b"null");
+    refuse(400, id, error.code(), &error.to_string())
+}
+
+fn refuse(status: u16, id: &[u8], code: i64, message: &str) -> Action {
+    Action::Answer(Answer::json(status, rpc::error_body(id, code, message)))
+}

@@ -1,0 +1,118 @@
+//! HTTP/1.1 message heads the proxy writes: answers to beacon nodes and requests to execution
+//! clients.
+//!
+//! Heads are small and built per message; bodies are never copied here, callers write head and
+//! body together with vectored writes.
+
+use std::io::Write;
+
+use crate::http::head::Version;
+
+/// The interim answer to `Expect: 100-continue`.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// `Content-Type` of every JSON-RPC answer the proxy builds itself.
+pub const JSON: &str = "application/json";
+
+/// Reason phrase for the statuses the proxy sends.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        417 => "Expectation Failed",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    }
+}
+
+/// The head of an answer to a beacon node.
+pub fn response_head(
+    version: Version,
+    status: u16,
+    content_type: &str,
+    content_length: usize,
+    keep_alive: bool,
+) -> Vec<u8> {
+    let mut head = Vec::with_capacity(128);
+    let _ = write!(
+        head,
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {content_length}\r\n",
+        reason(status)
+    );
+    // HTTP/1.1 keeps connections open by default and HTTP/1.0 closes them, so only the
+    // exception to each version's default needs saying.
+    match (version, keep_alive) {
+        (Version::Http11, false) => head.extend_from_slice(b"Connection: close\r\n"),
+        (Version::Http10, true) => head.extend_from_slice(b"Connection: keep-alive\r\n"),
+        _ => {}
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// The head of a JSON-RPC request to an execution client or a chained proxy.
+pub fn request_head(
+    path: &str,
+    host: &str,
+    content_length: usize,
+    authorization: Option<&str>,
+    forwarded_for: Option<&str>,
+) -> Vec<u8> {
+    let mut head = Vec::with_capacity(256);
+    let _ = write!(
+        head,
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {content_length}\r\n"
+    );
+    if let Some(authorization) = authorization {
+        let _ = write!(head, "Authorization: {authorization}\r\n");
+    }
+    if let Some(forwarded_for) = forwarded_for {
+        let _ = write!(head, "X-Forwarded-For: {forwarded_for}\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::head::{Framing, parse_request_head, parse_response_head};
+
+    #[test]
+    fn response_head_parses_back() {
+        let head = response_head(Version::Http11, 502, JSON, 12, false);
+        let parsed = parse_response_head(&head, 4096).unwrap().unwrap();
+        assert_eq!(parsed.status, 502);
+        assert_eq!(parsed.framing, Framing::Length(12));
+        assert!(!parsed.keep_alive);
+        assert_eq!(parsed.content_type.as_deref(), Some(JSON));
+    }
+
+    #[test]
+    fn response_head_http10_keep_alive_is_explicit() {
+        let head = response_head(Version::Http10, 200, JSON, 0, true);
+        assert!(head.windows(22).any(|w| w == b"Connection: keep-alive"));
+    }
+
+    #[test]
+    fn request_head_parses_back() {
+        let head = request_head("/", "127.0.0.1:8551", 99, Some("Bearer x"), Some("::1"));
+        let parsed = parse_request_head(&head, 4096).unwrap().unwrap();
+        assert_eq!(parsed.framing, Framing::Length(99));
+        assert_eq!(parsed.authorization.as_deref(), Some("Bearer x"));
+        assert_eq!(parsed.forwarded_for.as_deref(), Some("::1"));
+        assert!(parsed.keep_alive);
+    }
+}

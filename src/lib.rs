@@ -1,0 +1,74 @@
+//! sync-proxy: lets a group of Ethereum beacon nodes drive a group of execution clients over the
+//! Engine API, redundantly, from one single-threaded `mio` event loop.
+//!
+//! The binary is a thin shell over [`run`]; tests, fuzz targets and benchmarks link the same
+//! modules. Pure modules (HTTP codec, JSON-RPC inspection, JWT, beacon tracking, routing,
+//! exchanges) take bytes and time in and return decisions; only [`event_loop`], [`inbound`] and
+//! [`upstream`] touch sockets.
+
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod event_loop;
+pub mod exchange;
+pub mod execution_client;
+pub mod handler;
+pub mod http;
+pub mod identity;
+pub mod inbound;
+pub mod jwt;
+pub mod metrics;
+pub mod net;
+pub mod network;
+pub mod policy;
+pub mod recent;
+pub mod request;
+pub mod rpc;
+pub mod status;
+pub mod time;
+pub mod tracker;
+pub mod upstream;
+
+use std::io;
+
+use log::{info, warn};
+
+use crate::config::{Config, UpstreamKind};
+use crate::event_loop::Proxy;
+
+/// Runs the proxy with `config` until a signal stops it.
+pub fn run(config: Config) -> io::Result<()> {
+    let mut proxy = Proxy::bind(config.clone())?;
+    log_startup(&config, &proxy);
+    proxy.run()?;
+    info!("stopped");
+    Ok(())
+}
+
+fn log_startup(config: &Config, proxy: &Proxy) {
+    info!(
+        "sync-proxy {} listening on {} (--ack {:?}, network {})",
+        env!("CARGO_PKG_VERSION"),
+        proxy.local_addr(),
+        config.ack,
+        config.chain_name
+    );
+    for (index, upstream) in config.upstreams.iter().enumerate() {
+        let role = match (upstream.kind, index) {
+            (UpstreamKind::ExecutionClient, 0) => "execution client (preferred primary)",
+            (UpstreamKind::ExecutionClient, _) => "execution client",
+            (UpstreamKind::Proxy, _) => "chained proxy",
+        };
+        let auth = match &upstream.jwt_secret {
+            Some(_) => "signs its own tokens",
+            None => "passes the beacon node's Authorization on",
+        };
+        info!("{role}: {} ({}; {auth})", upstream.url, upstream.addr);
+    }
+    if config.jwt_secret.is_none() {
+        warn!(
+            "inbound JWT authentication is OFF (no --jwt-secret): anyone who can reach {} can drive the execution clients",
+            proxy.local_addr()
+        );
+    }
+}

@@ -1,0 +1,452 @@
+//! The forwarding table (DESIGN §3.4): for each request, which upstreams get it and who answers
+//! the beacon node; plus the memory that needs (heads, delivered blocks, payload ids).
+//!
+//! Pure: a request's facts, the beacon node's standing and the upstreams' availability in,
+//! a [`Route`] out. Answers coming back update the memory through [`Router::on_answer`].
+
+use std::time::Instant;
+
+use crate::config::AckMode;
+use crate::engine::Method;
+use crate::exchange::AnswerPolicy;
+use crate::network::Chain;
+use crate::recent::RecentMap;
+use crate::rpc::{self, Call, Hash32, PayloadStatus};
+use crate::tracker::{BeaconTracker, BlockSlots, SlotClaim, Switch, TrackerConfig};
+
+/// Blocks remembered per upstream as already delivered: ~50 minutes of mainnet blocks, far
+/// longer than beacon nodes take to send the same block, at ~200 bytes each.
+pub const MAX_DELIVERED_BLOCKS: usize = 256;
+
+/// Payload ids remembered with the upstreams that issued them; a beacon node asks for a
+/// payload within a slot of starting it, and each id costs a few bytes.
+pub const MAX_PAYLOAD_IDS: usize = 64;
+
+/// Statuses remembered per block to compare upstreams' verdicts.
+pub const MAX_COMPARED_BLOCKS: usize = 256;
+
+/// A set of upstreams by index (fits [`crate::config::MAX_UPSTREAMS`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamSet(u64);
+
+impl UpstreamSet {
+    /// The empty set.
+    pub const EMPTY: UpstreamSet = UpstreamSet(0);
+
+    /// Adds an upstream.
+    pub fn insert(&mut self, index: usize) {
+        if index < 64 {
+            self.0 |= 1 << index;
+        }
+    }
+
+    /// Whether the set has `index`.
+    pub fn contains(self, index: usize) -> bool {
+        index < 64 && self.0 & (1 << index) != 0
+    }
+
+    /// The union of two sets.
+    pub fn union(self, other: UpstreamSet) -> UpstreamSet {
+        UpstreamSet(self.0 | other.0)
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Members in index order.
+    pub fn iter(self) -> impl Iterator<Item = usize> {
+        (0..64).filter(move |&i| self.contains(i))
+    }
+}
+
+/// What the router knows of an upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpstreamView {
+    /// A chained proxy (fire-and-forget) rather than an execution client.
+    pub is_proxy: bool,
+    /// Not known to be down.
+    pub available: bool,
+}
+
+/// Where a request goes and who answers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// The proxy answers itself with this JSON body (HTTP 200); `targets` still get the request.
+    Local {
+        /// The answer.
+        body: Vec<u8>,
+        /// Upstreams that get the request anyway.
+        targets: UpstreamSet,
+        /// Why the proxy answers itself, for logs.
+        reason: &'static str,
+    },
+    /// The upstreams in `order` answer (first = primary); `targets` get the request.
+    Exchange {
+        /// Upstreams that get the request (a superset of `order`).
+        targets: UpstreamSet,
+        /// Upstreams whose answers count, in preference order.
+        order: Vec<usize>,
+        /// How the answer is chosen.
+        policy: AnswerPolicy,
+    },
+}
+
+/// What the tracker made of a request, for logging.
+#[derive(Debug, Default)]
+pub struct Observation {
+    /// A slot claim that was not believed: (claimed, wall-clock slot).
+    pub ignored_slot: Option<(u64, u64)>,
+    /// A change of the followed beacon node.
+    pub switch: Option<Switch>,
+}
+
+/// The forwarding table and its memory.
+#[derive(Debug)]
+pub struct Router {
+    ack: AckMode,
+    chain: Chain,
+    tracker: BeaconTracker,
+    blocks: BlockSlots,
+    /// The head last forwarded from the best beacon node.
+    best_head: Option<Hash32>,
+    payload_owners: RecentMap<[u8; 8], UpstreamSet>,
+    /// Per upstream: blocks delivered, with the answer once known.
+    delivered: Vec<RecentMap<Hash32, Option<Vec<u8>>>>,
+    /// First status seen per (method kind, hash), to spot upstreams that disagree.
+    verdicts: RecentMap<(bool, Hash32), PayloadStatus>,
+}
+
+impl Router {
+    /// A router for `upstreams` upstreams.
+    pub fn new(ack: AckMode, chain: Chain, tracker: TrackerConfig, upstreams: usize) -> Router {
+        Router {
+            ack,
+            chain,
+            tracker: BeaconTracker::new(tracker),
+            blocks: BlockSlots::new(),
+            best_head: None,
+            payload_owners: RecentMap::new(MAX_PAYLOAD_IDS),
+            delivered: (0..upstreams)
+                .map(|_| RecentMap::new(MAX_DELIVERED_BLOCKS))
+                .collect(),
+            verdicts: RecentMap::new(MAX_COMPARED_BLOCKS),
+        }
+    }
+
+    /// The beacon-node tracker, for status and metrics.
+    pub fn tracker(&self) -> &BeaconTracker {
+        &self.tracker
+    }
+
+    /// The wall-clock slot at `unix_secs`.
+    pub fn wall_slot(&self, unix_secs: u64) -> u64 {
+        self.chain.slot_of_timestamp(unix_secs).unwrap_or(0)
+    }
+
+    /// Records that `beacon` sent `call` (progress and liveness) and re-runs selection.
+    pub fn observe(
+        &mut self,
+        beacon: &str,
+        call: Option<&Call>,
+        now: Instant,
+        unix_secs: u64,
+    ) -> Observation {
+        let wall_slot = self.wall_slot(unix_secs);
+        let slot = call.and_then(|call| self.slot_of(call));
+        if let (Some(call), Some(slot)) = (call, slot) {
+            if let (Method::NewPayload(_), Some(hash)) = (call.method, call.block_hash) {
+                if slot <= wall_slot.saturating_add(1) {
+                    self.blocks.insert(hash, slot);
+                }
+            }
+        }
+        let (claim, switch) = self.tracker.observe(beacon, slot, now, wall_slot);
+        Observation {
+            ignored_slot: match claim {
+                SlotClaim::Ignored { claimed, wall_slot } => Some((claimed, wall_slot)),
+                _ => None,
+            },
+            switch,
+        }
+    }
+
+    /// Time passed: liveness and lag rules.
+    pub fn on_timeout(&mut self, now: Instant, unix_secs: u64) -> Option<Switch> {
+        let wall_slot = self.wall_slot(unix_secs);
+        self.tracker.on_timeout(now, wall_slot)
+    }
+
+    /// When selection may change by itself.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.tracker.deadline()
+    }
+
+    /// Decides where a request from `beacon` goes (`call` is `None` for a batch).
+    pub fn route(
+        &mut self,
+        beacon: &str,
+        call: Option<&Call>,
+        upstreams: &[UpstreamView],
+    ) -> Route {
+        let proxies = set_of(upstreams, |u| u.is_proxy);
+        let clients = set_of(upstreams, |u| !u.is_proxy);
+        let primary = primary(upstreams);
+        let route = match call {
+            None => exchange(proxies, single(primary), AnswerPolicy::Primary),
+            Some(call) => self.route_call(beacon, call, upstreams, primary, clients, proxies),
+        };
+        self.apply_ack_mode(route, call)
+    }
+
+    /// An upstream answered `call`: remember what later routing needs. Returns true when its
+    /// payload status differs from another upstream's for the same block or head.
+    pub fn on_answer(&mut self, upstream: usize, call: &Call, body: &[u8]) -> bool {
+        let answer = rpc::inspect_answer(call.method, body);
+        if let (Some(id), Method::ForkchoiceUpdated(_)) = (answer.payload_id, call.method) {
+            let mut owners = self.payload_owners.get(&id).copied().unwrap_or_default();
+            owners.insert(upstream);
+            self.payload_owners.insert(id, owners);
+        }
+        let key = match call.method {
+            Method::NewPayload(_) => call.block_hash.map(|hash| (true, hash)),
+            Method::ForkchoiceUpdated(_) => call.head_block_hash.map(|hash| (false, hash)),
+            _ => None,
+        };
+        if let (Some((true, hash)), Some(delivered)) = (key, self.delivered.get_mut(upstream)) {
+            if answer.error_code.is_none() {
+                delivered.insert(hash, Some(body.to_vec()));
+            } else {
+                // An error is no verdict on the block: let the next copy through.
+                delivered.remove(&hash);
+            }
+        }
+        let (Some(key), Some(status)) = (key, answer.status) else {
+            return false;
+        };
+        match self.verdicts.get(&key) {
+            Some(first) => *first != status,
+            None => {
+                self.verdicts.insert(key, status);
+                false
+            }
+        }
+    }
+
+    /// A `newPayload` leg failed: the next copy of that block may go to that upstream again.
+    pub fn on_failure(&mut self, upstream: usize, call: &Call) {
+        if let (Method::NewPayload(_), Some(hash)) = (call.method, call.block_hash) {
+            if let Some(delivered) = self.delivered.get_mut(upstream) {
+                delivered.remove(&hash);
+            }
+        }
+    }
+
+    fn slot_of(&self, call: &Call) -> Option<u64> {
+        call.slot
+            .or_else(|| call.timestamp.and_then(|t| self.chain.slot_of_timestamp(t)))
+            .or_else(|| call.head_block_hash.and_then(|h| self.blocks.slot(&h)))
+    }
+
+    fn route_call(
+        &mut self,
+        beacon: &str,
+        call: &Call,
+        upstreams: &[UpstreamView],
+        primary: Option<usize>,
+        clients: UpstreamSet,
+        proxies: UpstreamSet,
+    ) -> Route {
+        match call.method {
+            Method::ForkchoiceUpdated(_) | Method::BuilderPayloadAttributes => {
+                if self.tracker.is_best(beacon) {
+                    if call.head_block_hash.is_some() {
+                        self.best_head = call.head_block_hash;
+                    }
+                } else if call.head_block_hash.is_none() || call.head_block_hash != self.best_head {
+                    // Only the followed beacon node moves the head (the Engine API's one-writer
+                    // rule); others agreeing on it may still start a build.
+                    return Route::Local {
+                        body: rpc::syncing_body(call.method, &call.id)
+                            .unwrap_or_else(|| rpc::immediate_body(call)),
+                        targets: proxies,
+                        reason: "fork choice from a beacon node that is not followed",
+                    };
+                }
+                exchange(
+                    clients.union(proxies),
+                    ordered(clients, primary),
+                    AnswerPolicy::Primary,
+                )
+            }
+            Method::NewPayload(_) | Method::OtherBuilder => {
+                let Some(hash) = call.block_hash else {
+                    return exchange(
+                        clients.union(proxies),
+                        ordered(clients, primary),
+                        AnswerPolicy::Primary,
+                    );
+                };
+                self.route_new_payload(call, hash, primary, clients, proxies)
+            }
+            Method::GetPayload(_) => {
+                let owners = call
+                    .payload_id
+                    .and_then(|id| self.payload_owners.get(&id).copied())
+                    .unwrap_or_default();
+                let owner = owners
+                    .iter()
+                    .find(|&i| upstreams.get(i).is_some_and(|u| u.available))
+                    .or_else(|| owners.iter().next());
+                match owner {
+                    Some(owner) => exchange(proxies, single(Some(owner)), AnswerPolicy::Primary),
+                    None => Route::Local {
+                        body: rpc::error_body(
+                            &call.id,
+                            rpc::code::UNKNOWN_PAYLOAD,
+                            "Unknown payload",
+                        ),
+                        targets: proxies,
+                        reason: "payload id issued by no execution client",
+                    },
+                }
+            }
+            Method::GetClientVersion(_) => exchange(
+                clients.union(proxies),
+                ordered(clients, primary),
+                AnswerPolicy::Concatenate,
+            ),
+            Method::ExchangeCapabilities => exchange(
+                clients.union(proxies),
+                ordered(clients, primary),
+                AnswerPolicy::Intersect,
+            ),
+            Method::GetPayloadBodies | Method::GetBlobs | Method::OtherEngine | Method::Other => {
+                exchange(proxies, single(primary), AnswerPolicy::Primary)
+            }
+        }
+    }
+
+    /// Each block goes to each execution client once; copies from other beacon nodes are
+    /// answered from memory.
+    fn route_new_payload(
+        &mut self,
+        call: &Call,
+        hash: Hash32,
+        primary: Option<usize>,
+        clients: UpstreamSet,
+        proxies: UpstreamSet,
+    ) -> Route {
+        let mut fresh = UpstreamSet::EMPTY;
+        for index in clients.iter() {
+            let Some(delivered) = self.delivered.get_mut(index) else {
+                continue;
+            };
+            if delivered.get(&hash).is_none() {
+                delivered.insert(hash, None);
+                fresh.insert(index);
+            }
+        }
+        match primary {
+            Some(p) if !fresh.contains(p) => {
+                let cached = self
+                    .delivered
+                    .get(p)
+                    .and_then(|d| d.get(&hash))
+                    .and_then(|answer| answer.as_ref())
+                    .map(|body| rpc::rewrite_id(body, &call.id));
+                Route::Local {
+                    body: cached
+                        .flatten()
+                        .or_else(|| rpc::syncing_body(call.method, &call.id))
+                        .unwrap_or_else(|| rpc::immediate_body(call)),
+                    targets: fresh.union(proxies),
+                    reason: "block already delivered",
+                }
+            }
+            _ => exchange(
+                fresh.union(proxies),
+                ordered(fresh, primary),
+                AnswerPolicy::Primary,
+            ),
+        }
+    }
+
+    fn apply_ack_mode(&self, route: Route, call: Option<&Call>) -> Route {
+        let policy = match self.ack {
+            AckMode::Immediate => None,
+            AckMode::Majority => Some(AnswerPolicy::Majority),
+            AckMode::Primary => return route,
+        };
+        match (route, policy) {
+            (Route::Exchange { targets, .. }, None) => Route::Local {
+                body: match call {
+                    Some(call) => rpc::immediate_body(call),
+                    None => rpc::error_body(
+                        b"null",
+                        rpc::code::INTERNAL_ERROR,
+                        "sync-proxy --ack immediate: batch queued for delivery, not answered",
+                    ),
+                },
+                targets,
+                reason: "--ack immediate",
+            },
+            (
+                Route::Exchange {
+                    targets,
+                    order,
+                    policy: AnswerPolicy::Primary,
+                },
+                Some(majority),
+            ) => Route::Exchange {
+                targets,
+                order,
+                policy: majority,
+            },
+            (route, _) => route,
+        }
+    }
+}
+
+/// The first execution client not known to be down, else the first one at all.
+fn primary(upstreams: &[UpstreamView]) -> Option<usize> {
+    let clients = || upstreams.iter().enumerate().filter(|(_, u)| !u.is_proxy);
+    clients()
+        .find(|(_, u)| u.available)
+        .or_else(|| clients().next())
+        .map(|(i, _)| i)
+}
+
+fn set_of(upstreams: &[UpstreamView], pick: impl Fn(&UpstreamView) -> bool) -> UpstreamSet {
+    let mut set = UpstreamSet::EMPTY;
+    for (index, upstream) in upstreams.iter().enumerate() {
+        if pick(upstream) {
+            set.insert(index);
+        }
+    }
+    set
+}
+
+fn single(primary: Option<usize>) -> Vec<usize> {
+    primary.into_iter().collect()
+}
+
+/// Members of `set`, the primary first, then configured order.
+fn ordered(set: UpstreamSet, primary: Option<usize>) -> Vec<usize> {
+    let mut order: Vec<usize> = primary.filter(|&p| set.contains(p)).into_iter().collect();
+    order.extend(set.iter().filter(|&i| Some(i) != primary));
+    order
+}
+
+fn exchange(extra: UpstreamSet, order: Vec<usize>, policy: AnswerPolicy) -> Route {
+    let mut targets = extra;
+    for &index in &order {
+        targets.insert(index);
+    }
+    Route::Exchange {
+        targets,
+        order,
+        policy,
+    }
+}

@@ -1,0 +1,85 @@
+//! A JSON-RPC request once read from a beacon node, and its legs: the copies of it on their way
+//! to each upstream.
+//!
+//! The body is held once (`Rc`) and shared by every leg, so fanning a 2 MB `newPayload` out to
+//! eight execution clients costs eight pointers, not 16 MB. Legs carry no socket; an upstream
+//! connection owns a leg while it is being sent and answered.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use crate::engine::{Lane, Method};
+use crate::rpc::Call;
+
+/// Identifies an [`crate::exchange::Exchange`] waiting for legs' outcomes.
+pub type ExchangeId = u64;
+
+/// A request as read, with the facts the proxy routes on.
+#[derive(Debug)]
+pub struct Request {
+    /// The body exactly as the beacon node sent it.
+    pub body: Box<[u8]>,
+    /// What was read from the body; `None` for a batch, which is forwarded as one unit.
+    pub call: Option<Call>,
+    /// Method class (`Other` for batches).
+    pub method: Method,
+    /// The beacon node's `Authorization` header, passed to upstreams that have no secret.
+    pub authorization: Option<Box<str>>,
+    /// The beacon node's identity, passed on to chained proxies in `X-Forwarded-For`.
+    pub beacon: Rc<str>,
+    /// When the last byte of the request arrived.
+    pub received_at: Instant,
+}
+
+impl Request {
+    /// The lane this request travels in at every upstream.
+    pub fn lane(&self) -> Lane {
+        self.method.lane()
+    }
+
+    /// A short human description for logs: method and id.
+    pub fn describe(&self) -> String {
+        match &self.call {
+            Some(call) => format!(
+                "{} id={}",
+                call.method_name,
+                String::from_utf8_lossy(&call.id)
+            ),
+            None => "batch".to_owned(),
+        }
+    }
+}
+
+/// One request on its way to one upstream.
+#[derive(Debug)]
+pub struct Leg {
+    /// The shared request.
+    pub request: Rc<Request>,
+    /// The exchange waiting for this leg's outcome, if anyone waits.
+    pub exchange: Option<ExchangeId>,
+    /// Sends attempted so far (a failure on a reused connection is retried once).
+    pub attempts: u8,
+    /// The outcome was already reported to the exchange (e.g. as "unavailable" while the
+    /// upstream was down); later outcomes only update bookkeeping.
+    pub reported: bool,
+    /// A health probe of the proxy's own, not a beacon node's request.
+    pub probe: bool,
+}
+
+impl Leg {
+    /// A new leg of `request`, reporting to `exchange`.
+    pub fn new(request: Rc<Request>, exchange: Option<ExchangeId>) -> Leg {
+        Leg {
+            request,
+            exchange,
+            attempts: 0,
+            reported: false,
+            probe: false,
+        }
+    }
+
+    /// Body bytes this leg keeps alive while queued.
+    pub fn body_bytes(&self) -> usize {
+        self.request.body.len()
+    }
+}

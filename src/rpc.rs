@@ -1,0 +1,2283 @@
+//! JSON-RPC envelope inspection of Engine API requests and answers, and the answers the proxy
+//! builds itself (errors, `SYNCING`, the `--ack immediate` answer, multiplexed results).
+//!
+//! Bodies are forwarded byte for byte: this module only reads them, in one validating pass that
+//! descends only into the envelope, `params[0]` and `params[1]`; every other value (a 2 MB
+//! `transactions` array included) is validated and skipped by sonic-rs without being decoded or
+//! copied. It does not route, track beacon nodes or keep time.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+
+use crate::engine::Method;
+
+/// A 32-byte hash (block hash, head block hash).
+pub type Hash32 = [u8; 32];
+
+/// JSON-RPC and Engine API error codes used by the proxy.
+pub mod code {
+    /// Invalid JSON was received.
+    pub const PARSE_ERROR: i64 = -32700;
+    /// The JSON is not a valid request object.
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// The method does not exist or is not available.
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    /// Invalid method parameters.
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// Internal JSON-RPC error.
+    pub const INTERNAL_ERROR: i64 = -32603;
+    /// The payload build process does not exist or is not available (Engine API).
+    pub const UNKNOWN_PAYLOAD: i64 = -38001;
+}
+
+/// What the proxy reads from one JSON-RPC request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    /// Raw JSON text of `id` exactly as sent (`1`, `"a"`, `null`); `null` when absent.
+    pub id: Box<[u8]>,
+    /// The classified method.
+    pub method: Method,
+    /// The method name as sent (escapes decoded).
+    pub method_name: Box<str>,
+    /// `newPayload` `params[0].timestamp`, fork choice `params[1].timestamp`,
+    /// `builder_payloadAttributes` `params[0].timestamp`.
+    pub timestamp: Option<u64>,
+    /// `builder_payloadAttributes` `params[0].slot`, else the Amsterdam `slotNumber` of the
+    /// payload (`newPayload` `params[0]`) or of the payload attributes (fork choice `params[1]`).
+    pub slot: Option<u64>,
+    /// `newPayload` `params[0].blockNumber`.
+    pub block_number: Option<u64>,
+    /// `newPayload` `params[0].blockHash`.
+    pub block_hash: Option<Hash32>,
+    /// Fork choice `params[0].headBlockHash`; for `builder_payloadAttributes` the head it
+    /// builds on (`headBlockHash`, else the Flashbots `blockHash`, else `headHash`).
+    pub head_block_hash: Option<Hash32>,
+    /// Fork choice `params[1]` is a payload attributes object (a block build starts).
+    pub has_payload_attributes: bool,
+    /// `getPayload` `params[0]`, the 8-byte payload id.
+    pub payload_id: Option<[u8; 8]>,
+}
+
+/// A request body that is valid JSON-RPC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inspected {
+    /// A single call.
+    Call(Call),
+    /// A batch (JSON array) of `len` elements, forwarded as one unit and not looked into.
+    Batch {
+        /// Number of elements in the batch.
+        len: usize,
+    },
+}
+
+/// Why a request body is refused; nothing refused is forwarded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InspectError {
+    /// Malformed JSON anywhere in the body, or nesting deeper than the proxy accepts.
+    Parse,
+    /// Valid JSON but not a JSON-RPC request; `id` is the request's own id when it was valid.
+    InvalidRequest {
+        /// Raw JSON text of a valid `id`, if one was found.
+        id: Option<Box<[u8]>>,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A JSON-RPC request whose parameters the proxy reads are malformed.
+    InvalidParams {
+        /// Raw JSON text of the request's `id` (`null` when absent).
+        id: Box<[u8]>,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+impl InspectError {
+    /// The JSON-RPC error code answered for this error.
+    pub fn code(&self) -> i64 {
+        match self {
+            InspectError::Parse => code::PARSE_ERROR,
+            InspectError::InvalidRequest { .. } => code::INVALID_REQUEST,
+            InspectError::InvalidParams { .. } => code::INVALID_PARAMS,
+        }
+    }
+
+    /// The raw `id` to echo, when the request had a valid one.
+    pub fn id(&self) -> Option<&[u8]> {
+        match self {
+            InspectError::Parse => None,
+            InspectError::InvalidRequest { id, .. } => id.as_deref(),
+            InspectError::InvalidParams { id, .. } => Some(id),
+        }
+    }
+
+    /// The complete JSON-RPC error answer for this error.
+    pub fn body(&self) -> Vec<u8> {
+        error_body(self.id().unwrap_or(b"null"), self.code(), &self.to_string())
+    }
+}
+
+impl fmt::Display for InspectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InspectError::Parse => f.write_str("Parse error"),
+            InspectError::InvalidRequest { reason, .. } => write!(f, "Invalid request: {reason}"),
+            InspectError::InvalidParams { reason, .. } => write!(f, "Invalid params: {reason}"),
+        }
+    }
+}
+
+/// Inspects a request body: one validating pass, no copy of `params`.
+pub fn inspect(body: &[u8]) -> Result<Inspected, InspectError> {
+    prescan(body).map_err(|Malformed| InspectError::Parse)?;
+    let mut scanner = Scanner::new(body);
+    match scanner.peek() {
+        Some(b'{') => {
+            let mut envelope = Envelope::default();
+            scanner
+                .object(|scanner, key| envelope.member(scanner, key))
+                .and_then(|()| scanner.end())
+                .map_err(|Malformed| InspectError::Parse)?;
+            envelope.call().map(Inspected::Call)
+        }
+        Some(b'[') => {
+            let mut len = 0;
+            scanner
+                .array(|scanner, _| {
+                    len += 1;
+                    scanner.value().map(drop)
+                })
+                .and_then(|()| scanner.end())
+                .map_err(|Malformed| InspectError::Parse)?;
+            if len == 0 {
+                return Err(InspectError::InvalidRequest {
+                    id: None,
+                    reason: "empty batch",
+                });
+            }
+            Ok(Inspected::Batch { len })
+        }
+        _ => {
+            scanner
+                .value()
+                .and_then(|_| scanner.end())
+                .map_err(|Malformed| InspectError::Parse)?;
+            Err(InspectError::InvalidRequest {
+                id: None,
+                reason: "a request must be a JSON object or a batch array",
+            })
+        }
+    }
+}
+
+/// The `status` of an Engine API payload status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PayloadStatus {
+    /// `VALID`.
+    Valid,
+    /// `INVALID`.
+    Invalid,
+    /// `SYNCING`.
+    Syncing,
+    /// `ACCEPTED`.
+    Accepted,
+    /// `INVALID_BLOCK_HASH` (`newPayloadV1`/`V2` only).
+    InvalidBlockHash,
+}
+
+impl PayloadStatus {
+    /// The status as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadStatus::Valid => "VALID",
+            PayloadStatus::Invalid => "INVALID",
+            PayloadStatus::Syncing => "SYNCING",
+            PayloadStatus::Accepted => "ACCEPTED",
+            PayloadStatus::InvalidBlockHash => "INVALID_BLOCK_HASH",
+        }
+    }
+
+    /// Parses the wire form; unknown statuses are `None`.
+    fn parse(text: &[u8]) -> Option<PayloadStatus> {
+        match text {
+            b"VALID" => Some(PayloadStatus::Valid),
+            b"INVALID" => Some(PayloadStatus::Invalid),
+            b"SYNCING" => Some(PayloadStatus::Syncing),
+            b"ACCEPTED" => Some(PayloadStatus::Accepted),
+            b"INVALID_BLOCK_HASH" => Some(PayloadStatus::InvalidBlockHash),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for PayloadStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the proxy reads from an execution client's answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// `newPayload`: `result.status`; fork choice: `result.payloadStatus.status`.
+    pub status: Option<PayloadStatus>,
+    /// Fork choice: `result.payloadId`.
+    pub payload_id: Option<[u8; 8]>,
+    /// `error.code`, when the answer is an error with an integer code.
+    pub error_code: Option<i64>,
+    /// The answer is valid JSON with a `result` member and no `error`: the call succeeded.
+    pub has_result: bool,
+}
+
+/// Reads an execution client's answer to `method`; anything unreadable yields the default.
+pub fn inspect_answer(method: Method, body: &[u8]) -> Answer {
+    read_answer(method, body).unwrap_or_default()
+}
+
+/// `{"jsonrpc":"2.0","id":<id>,"error":{"code":<code>,"message":<message>}}`.
+///
+/// An `id` that is not a single JSON string, number or null is answered as `null`, so the
+/// body is always valid JSON.
+pub fn error_body(id: &[u8], code: i64, message: &str) -> Vec<u8> {
+    let mut body = envelope_head(id, message.len() + 64);
+    body.extend_from_slice(b",\"error\":{\"code\":");
+    body.extend_from_slice(code.to_string().as_bytes());
+    body.extend_from_slice(b",\"message\":");
+    serde_json::to_writer(&mut body, message).expect("a str always serializes into a Vec");
+    body.extend_from_slice(b"}}");
+    body
+}
+
+/// The spec-valid non-committal `SYNCING` answer for `newPayload` and fork choice calls.
+///
+/// `newPayloadV1`–`V5` and `forkchoiceUpdatedV1`–`V4` answer a `PayloadStatusV1`
+/// (`paris.md`, unchanged through `amsterdam.md`); `newPayloadV6` and `forkchoiceUpdatedV5`
+/// answer a `PayloadStatusV2` with `inclusionListSatisfied`, `null` unless `VALID`
+/// (`bogota.md`, still a draft). Other methods have no `SYNCING` answer: `None`.
+pub fn syncing_body(method: Method, id: &[u8]) -> Option<Vec<u8>> {
+    let (status_v2, fork_choice) = match method {
+        Method::NewPayload(version) => (version >= FIRST_PAYLOAD_STATUS_V2_NEW_PAYLOAD, false),
+        Method::ForkchoiceUpdated(version) => {
+            (version >= FIRST_PAYLOAD_STATUS_V2_FORK_CHOICE, true)
+        }
+        _ => return None,
+    };
+    let status: &[u8] = if status_v2 {
+        b"{\"status\":\"SYNCING\",\"latestValidHash\":null,\"validationError\":null,\"inclusionListSatisfied\":null}"
+    } else {
+        b"{\"status\":\"SYNCING\",\"latestValidHash\":null,\"validationError\":null}"
+    };
+    let mut body = envelope_head(id, 160);
+    body.extend_from_slice(b",\"result\":");
+    if fork_choice {
+        body.extend_from_slice(b"{\"payloadStatus\":");
+        body.extend_from_slice(status);
+        body.extend_from_slice(b",\"payloadId\":null}");
+    } else {
+        body.extend_from_slice(status);
+    }
+    body.push(b'}');
+    Some(body)
+}
+
+/// The answer sent at once under `--ack immediate`, before any execution client answered.
+pub fn immediate_body(call: &Call) -> Vec<u8> {
+    if let Some(body) = syncing_body(call.method, &call.id) {
+        return body;
+    }
+    match call.method {
+        Method::BuilderPayloadAttributes | Method::OtherBuilder => {
+            let mut body = envelope_head(&call.id, 16);
+            body.extend_from_slice(b",\"result\":null}");
+            body
+        }
+        Method::GetPayload(_) => error_body(&call.id, code::UNKNOWN_PAYLOAD, "Unknown payload"),
+        _ => error_body(&call.id, code::INTERNAL_ERROR, IMMEDIATE_MESSAGE),
+    }
+}
+
+/// `engine_getClientVersionV1` multiplexing: every successful answer's `result` array,
+/// concatenated in answer order; `None` when no answer succeeded.
+pub fn concat_results(id: &[u8], answers: &[&[u8]]) -> Option<Vec<u8>> {
+    let mut elements: Vec<&[u8]> = Vec::new();
+    let mut any = false;
+    for answer in answers {
+        if let Some(result) = result_array(answer) {
+            elements.extend(result);
+            any = true;
+        }
+    }
+    any.then(|| result_body(id, &elements))
+}
+
+/// `engine_exchangeCapabilities` multiplexing: the methods every successful answer lists, in
+/// the order of the first; `None` when no answer succeeded.
+pub fn intersect_capabilities(id: &[u8], answers: &[&[u8]]) -> Option<Vec<u8>> {
+    let mut lists = answers.iter().filter_map(|answer| result_array(answer));
+    let first = lists.next()?;
+    let mut kept: Vec<(&[u8], Cow<'_, [u8]>)> = Vec::new();
+    for raw in first {
+        if let Some(name) = string_content(raw)
+            && !kept.iter().any(|(_, seen)| *seen == name)
+        {
+            kept.push((raw, name));
+        }
+    }
+    for list in lists {
+        let names: HashSet<Cow<'_, [u8]>> = list.into_iter().filter_map(string_content).collect();
+        kept.retain(|(_, name)| names.contains(name));
+    }
+    let elements: Vec<&[u8]> = kept.into_iter().map(|(raw, _)| raw).collect();
+    Some(result_body(id, &elements))
+}
+
+/// Nesting deeper than this many arrays/objects is refused as a parse error.
+///
+/// sonic-rs validates nested values recursively without a depth limit: an unguarded body of
+/// 100 000 `[` (200 KB, far under the body limit) overflows the stack. Its frames take about
+/// 100 bytes per level in release builds but about 55 KB unoptimised, where 32 levels still
+/// fit a 2 MB test thread. Engine API bodies nest 5 levels, a batch 6, the deepest `eth_*`
+/// call (`eth_simulateV1`) about 10.
+const MAX_NESTING_DEPTH: usize = 32;
+
+/// An `id` longer than this is refused: it is copied into every `Call` and echoed in every
+/// answer, and real clients send small integers or UUID strings.
+const MAX_ID_BYTES: usize = 256;
+
+/// A method name longer than this is refused: the longest Engine API name is 32 bytes, and the
+/// name is copied into every `Call`.
+const MAX_METHOD_BYTES: usize = 128;
+
+/// Strings with escapes are decoded only up to this many raw bytes, so decoding never
+/// allocates in proportion to the body. Every string the proxy decodes (keys, `jsonrpc`,
+/// `method`, hex values) fits: a `\uXXXX` escape is 6 bytes per character.
+const MAX_DECODED_RAW_BYTES: usize = 6 * MAX_METHOD_BYTES + 2;
+
+/// Bytes the prescan examines at once; 16 lets the compiler use one SSE2 compare per mask.
+const PRESCAN_CHUNK_BYTES: usize = 16;
+
+/// The first `newPayload` version answering `PayloadStatusV2` (`bogota.md`).
+const FIRST_PAYLOAD_STATUS_V2_NEW_PAYLOAD: u16 = 6;
+
+/// The first `forkchoiceUpdated` version answering `PayloadStatusV2` (`bogota.md`).
+const FIRST_PAYLOAD_STATUS_V2_FORK_CHOICE: u16 = 5;
+
+/// The `--ack immediate` error message for calls that have no non-committal result.
+const IMMEDIATE_MESSAGE: &str = "sync-proxy answers immediately (--ack immediate): the request \
+    was accepted for delivery to the execution clients, whose result is not available here";
+
+/// The body is not valid JSON (or nests deeper than `MAX_NESTING_DEPTH`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Malformed;
+
+/// A cursor over a body that walks the levels the proxy reads and hands every other value to
+/// sonic-rs, which validates and skips it in one pass.
+///
+/// Every byte is consumed exactly once: whitespace and the punctuation of walked levels here,
+/// values (strings, numbers, literals, skipped containers, keys) by sonic-rs, which also
+/// validates their UTF-8.
+struct Scanner<'a> {
+    body: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(body: &'a [u8]) -> Self {
+        Scanner { body, pos: 0 }
+    }
+
+    /// Skips whitespace and returns the next byte without consuming it.
+    fn peek(&mut self) -> Option<u8> {
+        while let Some(&byte) = self.body.get(self.pos) {
+            if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+                return Some(byte);
+            }
+            self.pos += 1;
+        }
+        None
+    }
+
+    /// Consumes `byte` after optional whitespace.
+    fn eat(&mut self, byte: u8) -> Result<(), Malformed> {
+        if self.peek() != Some(byte) {
+            return Err(Malformed);
+        }
+        self.pos += 1;
+        Ok(())
+    }
+
+    /// Validates and consumes one JSON value, returning its exact text.
+    fn value(&mut self) -> Result<&'a [u8], Malformed> {
+        const NO_PATH: [&str; 0] = [];
+        self.peek().ok_or(Malformed)?;
+        let rest = self.body.get(self.pos..).ok_or(Malformed)?;
+        let lazy = sonic_rs::get(rest, &NO_PATH).map_err(|_| Malformed)?;
+        let raw = lazy.as_raw_str().as_bytes();
+        // The value starts where `peek` stopped, so its text is a prefix of `rest`.
+        if raw.as_ptr() != rest.as_ptr() {
+            return Err(Malformed);
+        }
+        let value = rest.get(..raw.len()).ok_or(Malformed)?;
+        self.pos += value.len();
+        Ok(value)
+    }
+
+    /// Only whitespace may follow the top-level value.
+    fn end(&mut self) -> Result<(), Malformed> {
+        match self.peek() {
+            None => Ok(()),
+            Some(_) => Err(Malformed),
+        }
+    }
+
+    /// Walks an object; `member` gets each key's raw text and must consume its value.
+    fn object(
+        &mut self,
+        mut member: impl FnMut(&mut Self, &'a [u8]) -> Result<(), Malformed>,
+    ) -> Result<(), Malformed> {
+        self.eat(b'{')?;
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            if self.peek() != Some(b'"') {
+                return Err(Malformed);
+            }
+            let key = self.value()?;
+            self.eat(b':')?;
+            member(self, key)?;
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(Malformed),
+            }
+        }
+    }
+
+    /// Walks an array; `element` gets each index and must consume the element.
+    fn array(
+        &mut self,
+        mut element: impl FnMut(&mut Self, usize) -> Result<(), Malformed>,
+    ) -> Result<(), Malformed> {
+        self.eat(b'[')?;
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(());
+        }
+        let mut index = 0;
+        loop {
+            element(self, index)?;
+            index += 1;
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(Malformed),
+            }
+        }
+    }
+
+    /// Walks an object value, or validates and skips any other value.
+    fn object_or_value(
+        &mut self,
+        member: impl FnMut(&mut Self, &'a [u8]) -> Result<(), Malformed>,
+    ) -> Result<Shape<'a>, Malformed> {
+        if self.peek() == Some(b'{') {
+            self.object(member)?;
+            return Ok(Shape::Object);
+        }
+        let raw = self.value()?;
+        Ok(Shape::of(raw))
+    }
+}
+
+/// Checks what sonic-rs's validator does not: nesting depth (it recurses without a limit) and
+/// the four hex digits of every `\u` escape (it skips them unchecked, so `"\u"…` could swallow
+/// a closing quote and desynchronise its view of strings from this scan).
+///
+/// Both see string boundaries identically once `\u` escapes are well-formed, so the depth
+/// counted here is the recursion depth sonic-rs reaches.
+fn prescan(body: &[u8]) -> Result<(), Malformed> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut index = 0;
+    while index < body.len() {
+        if let Some(chunk) = body.get(index..index + PRESCAN_CHUNK_BYTES) {
+            let mask = special_mask(chunk);
+            if mask == 0 {
+                index += PRESCAN_CHUNK_BYTES;
+                continue;
+            }
+            index += mask.trailing_zeros() as usize;
+        }
+        let Some(&byte) = body.get(index) else {
+            break;
+        };
+        index += 1;
+        if in_string {
+            match byte {
+                b'"' => in_string = false,
+                b'\\' => {
+                    if body.get(index) == Some(&b'u') {
+                        let digits = body.get(index + 1..index + 5).ok_or(Malformed)?;
+                        if !digits.iter().all(u8::is_ascii_hexdigit) {
+                            return Err(Malformed);
+                        }
+                        index += 5;
+                    } else {
+                        // The escaped byte is checked by sonic-rs; it is never a boundary.
+                        index += 1;
+                    }
+                }
+                _ => {}
+            }
+        } else {
+            match byte {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > MAX_NESTING_DEPTH {
+                        return Err(Malformed);
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Bit `i` is set when `chunk[i]` can change the prescan's state.
+fn special_mask(chunk: &[u8]) -> u32 {
+    chunk.iter().enumerate().fold(0, |mask, (i, &byte)| {
+        let special = (byte == b'"')
+            | (byte == b'\\')
+            | (byte == b'[')
+            | (byte == b']')
+            | (byte == b'{')
+            | (byte == b'}');
+        mask | (u32::from(special) << i)
+    })
+}
+
+/// A member the proxy reads, as it was found.
+#[derive(Clone, Copy, Debug, Default)]
+enum Member<'a> {
+    #[default]
+    Absent,
+    Once(&'a [u8]),
+    Repeated,
+}
+
+impl<'a> Member<'a> {
+    fn set(&mut self, raw: &'a [u8]) {
+        *self = match self {
+            Member::Absent => Member::Once(raw),
+            Member::Once(_) | Member::Repeated => Member::Repeated,
+        };
+    }
+
+    /// The value, with JSON `null` read as absent (the Engine API treats them alike).
+    fn present(self) -> Result<Option<&'a [u8]>, &'static str> {
+        match self {
+            Member::Absent => Ok(None),
+            Member::Once(b"null") => Ok(None),
+            Member::Once(raw) => Ok(Some(raw)),
+            Member::Repeated => Err("a member read by the proxy appears twice"),
+        }
+    }
+}
+
+/// The kind of a value the proxy descends into.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Shape<'a> {
+    #[default]
+    Absent,
+    Null,
+    Object,
+    Array,
+    Other(&'a [u8]),
+}
+
+impl<'a> Shape<'a> {
+    fn of(raw: &'a [u8]) -> Shape<'a> {
+        match raw.first() {
+            Some(b'n') => Shape::Null,
+            Some(b'{') => Shape::Object,
+            Some(b'[') => Shape::Array,
+            _ => Shape::Other(raw),
+        }
+    }
+}
+
+/// The members of `params[0]` or `params[1]` any method might need. They are collected before
+/// the method is known (it may come last), and only the ones the method reads are checked.
+#[derive(Clone, Copy, Debug, Default)]
+struct Positional<'a> {
+    shape: Shape<'a>,
+    timestamp: Member<'a>,
+    block_number: Member<'a>,
+    block_hash: Member<'a>,
+    head_block_hash: Member<'a>,
+    head_hash: Member<'a>,
+    slot: Member<'a>,
+    slot_number: Member<'a>,
+}
+
+impl<'a> Positional<'a> {
+    fn read(&mut self, scanner: &mut Scanner<'a>) -> Result<(), Malformed> {
+        self.shape = scanner.object_or_value(|scanner, key| {
+            let raw = scanner.value()?;
+            let field = match string_content(key).as_deref() {
+                Some(b"timestamp") => &mut self.timestamp,
+                Some(b"blockNumber") => &mut self.block_number,
+                Some(b"blockHash") => &mut self.block_hash,
+                Some(b"headBlockHash") => &mut self.head_block_hash,
+                Some(b"headHash") => &mut self.head_hash,
+                Some(b"slot") => &mut self.slot,
+                Some(b"slotNumber") => &mut self.slot_number,
+                _ => return Ok(()),
+            };
+            field.set(raw);
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Absent and `null` read as "not provided"; any other non-object is refused.
+    fn object(&self, reason: &'static str) -> Result<bool, &'static str> {
+        match self.shape {
+            Shape::Absent | Shape::Null => Ok(false),
+            Shape::Object => Ok(true),
+            Shape::Array | Shape::Other(_) => Err(reason),
+        }
+    }
+}
+
+/// The envelope members of a request, collected in one pass whatever their order.
+#[derive(Default)]
+struct Envelope<'a> {
+    jsonrpc: Member<'a>,
+    id: Member<'a>,
+    method: Member<'a>,
+    params: Member<'a>,
+    params_shape: Shape<'a>,
+    first: Positional<'a>,
+    second: Positional<'a>,
+}
+
+impl<'a> Envelope<'a> {
+    fn member(&mut self, scanner: &mut Scanner<'a>, key: &'a [u8]) -> Result<(), Malformed> {
+        let target = match string_content(key).as_deref() {
+            Some(b"jsonrpc") => &mut self.jsonrpc,
+            Some(b"id") => &mut self.id,
+            Some(b"method") => &mut self.method,
+            Some(b"params") => return self.read_params(scanner),
+            _ => {
+                scanner.value()?;
+                return Ok(());
+            }
+        };
+        let raw = scanner.value()?;
+        target.set(raw);
+        Ok(())
+    }
+
+    fn read_params(&mut self, scanner: &mut Scanner<'a>) -> Result<(), Malformed> {
+        let start = scanner.pos;
+        if scanner.peek() == Some(b'[') {
+            let (first, second) = (&mut self.first, &mut self.second);
+            scanner.array(|scanner, index| match index {
+                0 => first.read(scanner),
+                1 => second.read(scanner),
+                _ => scanner.value().map(drop),
+            })?;
+            self.params_shape = Shape::Array;
+        } else {
+            self.params_shape = Shape::of(scanner.value()?);
+        }
+        // Only presence matters for `params`; the text is never looked at again.
+        self.params
+            .set(scanner.body.get(start..scanner.pos).unwrap_or_default());
+        Ok(())
+    }
+
+    /// Checks the envelope and the parameters its method reads.
+    fn call(self) -> Result<Call, InspectError> {
+        let id: Box<[u8]> = match self.id {
+            Member::Absent => Box::from(&b"null"[..]),
+            Member::Once(raw) => {
+                if !matches!(raw.first(), Some(b'"' | b'-' | b'0'..=b'9' | b'n')) {
+                    return Err(invalid_request(None, "id must be a string, number or null"));
+                }
+                if raw.len() > MAX_ID_BYTES {
+                    return Err(invalid_request(None, "id is too long"));
+                }
+                Box::from(raw)
+            }
+            Member::Repeated => return Err(invalid_request(None, "duplicate id")),
+        };
+        let jsonrpc = match self.jsonrpc {
+            Member::Once(raw) => raw,
+            Member::Absent => return Err(invalid_request(Some(&id), "missing jsonrpc \"2.0\"")),
+            Member::Repeated => return Err(invalid_request(Some(&id), "duplicate jsonrpc")),
+        };
+        if string_content(jsonrpc).as_deref() != Some(b"2.0") {
+            return Err(invalid_request(Some(&id), "jsonrpc must be \"2.0\""));
+        }
+        let method_name = match self.method {
+            Member::Once(raw) => {
+                method_name(raw).map_err(|reason| invalid_request(Some(&id), reason))?
+            }
+            Member::Absent => return Err(invalid_request(Some(&id), "missing method")),
+            Member::Repeated => return Err(invalid_request(Some(&id), "duplicate method")),
+        };
+        if let Member::Repeated = self.params {
+            return Err(invalid_request(Some(&id), "duplicate params"));
+        }
+        if let Shape::Other(_) = self.params_shape {
+            return Err(invalid_request(
+                Some(&id),
+                "params must be an array or an object",
+            ));
+        }
+        let method = Method::classify(&method_name);
+        let mut call = Call {
+            id,
+            method,
+            method_name,
+            timestamp: None,
+            slot: None,
+            block_number: None,
+            block_hash: None,
+            head_block_hash: None,
+            has_payload_attributes: false,
+            payload_id: None,
+        };
+        if let Err(reason) = self.read_params_into(&mut call) {
+            return Err(InspectError::InvalidParams {
+                id: call.id,
+                reason,
+            });
+        }
+        Ok(call)
+    }
+
+    /// Fills in what `call.method` reads from its parameters.
+    fn read_params_into(&self, call: &mut Call) -> Result<(), &'static str> {
+        let reads_params = matches!(
+            call.method,
+            Method::NewPayload(_)
+                | Method::ForkchoiceUpdated(_)
+                | Method::GetPayload(_)
+                | Method::BuilderPayloadAttributes
+        );
+        if !reads_params {
+            return Ok(());
+        }
+        if self.params_shape == Shape::Object {
+            return Err("params must be an array");
+        }
+        match call.method {
+            Method::NewPayload(_) => self.first.read_payload(call),
+            Method::ForkchoiceUpdated(_) => {
+                self.first.read_fork_choice_state(call)?;
+                self.second.read_payload_attributes(call)
+            }
+            Method::BuilderPayloadAttributes => self.first.read_builder_attributes(call),
+            Method::GetPayload(_) => self.first.read_payload_id(call),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Positional<'_> {
+    /// `newPayload` `params[0]`, an execution payload.
+    fn read_payload(&self, call: &mut Call) -> Result<(), &'static str> {
+        if !self.object("params[0] must be an execution payload object")? {
+            return Ok(());
+        }
+        call.timestamp = quantity(self.timestamp, TIMESTAMP)?;
+        call.block_number = quantity(self.block_number, BLOCK_NUMBER)?;
+        call.block_hash = data(self.block_hash, BLOCK_HASH)?;
+        call.slot = quantity(self.slot_number, SLOT_NUMBER)?;
+        Ok(())
+    }
+
+    /// Fork choice `params[0]`, the fork choice state.
+    fn read_fork_choice_state(&self, call: &mut Call) -> Result<(), &'static str> {
+        if !self.object("params[0] must be a fork choice state object")? {
+            return Ok(());
+        }
+        call.head_block_hash = data(self.head_block_hash, HEAD_BLOCK_HASH)?;
+        Ok(())
+    }
+
+    /// Fork choice `params[1]`, payload attributes or `null`.
+    fn read_payload_attributes(&self, call: &mut Call) -> Result<(), &'static str> {
+        if !self.object("params[1] must be a payload attributes object or null")? {
+            return Ok(());
+        }
+        call.has_payload_attributes = true;
+        call.timestamp = quantity(self.timestamp, TIMESTAMP)?;
+        call.slot = quantity(self.slot_number, SLOT_NUMBER)?;
+        Ok(())
+    }
+
+    /// `builder_payloadAttributes` `params[0]`.
+    fn read_builder_attributes(&self, call: &mut Call) -> Result<(), &'static str> {
+        if !self.object("params[0] must be a payload attributes object")? {
+            return Ok(());
+        }
+        call.timestamp = quantity(self.timestamp, TIMESTAMP)?;
+        let slot = builder_slot(self.slot)?;
+        let slot_number = quantity(self.slot_number, SLOT_NUMBER)?;
+        call.slot = slot.or(slot_number);
+        let head = data(self.head_block_hash, HEAD_BLOCK_HASH)?;
+        let block_hash = data(self.block_hash, BLOCK_HASH)?;
+        let head_hash = data(self.head_hash, HEAD_HASH)?;
+        call.head_block_hash = head.or(block_hash).or(head_hash);
+        Ok(())
+    }
+
+    /// `getPayload` `params[0]`, the payload id.
+    fn read_payload_id(&self, call: &mut Call) -> Result<(), &'static str> {
+        call.payload_id = match self.shape {
+            Shape::Absent | Shape::Null => None,
+            Shape::Other(raw) => Some(hex_string(raw).ok_or(PAYLOAD_ID)?),
+            Shape::Object | Shape::Array => return Err(PAYLOAD_ID),
+        };
+        Ok(())
+    }
+}
+
+const TIMESTAMP: &str = "timestamp must be a hex QUANTITY of at most 64 bits";
+const BLOCK_NUMBER: &str = "blockNumber must be a hex QUANTITY of at most 64 bits";
+const SLOT_NUMBER: &str = "slotNumber must be a hex QUANTITY of at most 64 bits";
+const SLOT: &str = "slot must be an unsigned 64-bit integer, decimal string or hex QUANTITY";
+const BLOCK_HASH: &str = "blockHash must be 32 bytes of hex DATA";
+const HEAD_BLOCK_HASH: &str = "headBlockHash must be 32 bytes of hex DATA";
+const HEAD_HASH: &str = "headHash must be 32 bytes of hex DATA";
+const PAYLOAD_ID: &str = "params[0] must be an 8-byte hex payload id";
+
+fn invalid_request(id: Option<&[u8]>, reason: &'static str) -> InspectError {
+    InspectError::InvalidRequest {
+        id: id.map(Box::from),
+        reason,
+    }
+}
+
+/// Decodes and bounds the `method` member.
+fn method_name(raw: &[u8]) -> Result<Box<str>, &'static str> {
+    if raw.first() != Some(&b'"') {
+        return Err("method must be a string");
+    }
+    let name = string_content(raw).ok_or("method name is too long")?;
+    if name.len() > MAX_METHOD_BYTES {
+        return Err("method name is too long");
+    }
+    // sonic-rs validated the UTF-8 of the whole string.
+    let name = std::str::from_utf8(&name).map_err(|_| "method must be a string")?;
+    Ok(Box::from(name))
+}
+
+/// A QUANTITY member: absent or `null` is `None`; anything else must be a strict QUANTITY.
+fn quantity(member: Member<'_>, reason: &'static str) -> Result<Option<u64>, &'static str> {
+    let Some(raw) = member.present()? else {
+        return Ok(None);
+    };
+    let text = string_content(raw).ok_or(reason)?;
+    parse_quantity(&text).map(Some).ok_or(reason)
+}
+
+/// A fixed-size DATA member: absent or `null` is `None`; anything else must be exact hex DATA.
+fn data<const N: usize>(
+    member: Member<'_>,
+    reason: &'static str,
+) -> Result<Option<[u8; N]>, &'static str> {
+    let Some(raw) = member.present()? else {
+        return Ok(None);
+    };
+    hex_string(raw).map(Some).ok_or(reason)
+}
+
+/// The builder `slot`: a JSON integer (Flashbots `uint64`), a decimal string (builders that
+/// tag it `,string`) or a hex QUANTITY.
+fn builder_slot(member: Member<'_>) -> Result<Option<u64>, &'static str> {
+    let Some(raw) = member.present()? else {
+        return Ok(None);
+    };
+    if raw.first() != Some(&b'"') {
+        return parse_decimal(raw).map(Some).ok_or(SLOT);
+    }
+    let text = string_content(raw).ok_or(SLOT)?;
+    if text.starts_with(b"0x") {
+        return parse_quantity(&text).map(Some).ok_or(SLOT);
+    }
+    parse_decimal(&text).map(Some).ok_or(SLOT)
+}
+
+/// The content of a JSON string's raw text, escapes decoded; `None` for a non-string or an
+/// escaped string longer than `MAX_DECODED_RAW_BYTES`.
+fn string_content(raw: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if !inner.contains(&b'\\') {
+        return Some(Cow::Borrowed(inner));
+    }
+    if raw.len() > MAX_DECODED_RAW_BYTES {
+        return None;
+    }
+    let text = sonic_rs::from_slice::<String>(raw).ok()?;
+    Some(Cow::Owned(text.into_bytes()))
+}
+
+/// A JSON string holding `0x` and exactly `2 × N` hex digits.
+fn hex_string<const N: usize>(raw: &[u8]) -> Option<[u8; N]> {
+    parse_data(&string_content(raw)?)
+}
+
+/// A strict QUANTITY (`common.md`: `^0x(?:0|(?:[a-fA-F1-9][a-fA-F0-9]*))$`) of at most 64 bits.
+fn parse_quantity(text: &[u8]) -> Option<u64> {
+    let digits = text.strip_prefix(b"0x")?;
+    if digits.is_empty() || digits.len() > 16 || (digits.len() > 1 && digits.first() == Some(&b'0'))
+    {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |value, &digit| {
+        Some(value << 4 | u64::from(hex_digit(digit)?))
+    })
+}
+
+/// DATA of exactly `N` bytes (`common.md`: `^0x(?:[a-fA-F0-9]{2})*$`).
+fn parse_data<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
+    let digits = text.strip_prefix(b"0x")?;
+    if digits.len() != 2 * N {
+        return None;
+    }
+    let mut bytes = [0u8; N];
+    for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+        let [high, low] = pair else {
+            return None;
+        };
+        *byte = hex_digit(*high)? << 4 | hex_digit(*low)?;
+    }
+    Some(bytes)
+}
+
+/// An unsigned decimal of at most 64 bits, digits only, no leading zero.
+fn parse_decimal(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if text.len() > 1 && text.first() == Some(&b'0') {
+        return None;
+    }
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
+fn hex_digit(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Reads an answer in one validating pass.
+fn read_answer(method: Method, body: &[u8]) -> Result<Answer, Malformed> {
+    prescan(body)?;
+    let mut answer = Answer::default();
+    let mut has_result = false;
+    let mut has_error = false;
+    let mut scanner = Scanner::new(body);
+    scanner.object(|scanner, key| match string_content(key).as_deref() {
+        Some(b"result") => {
+            has_result = true;
+            read_result(method, scanner, &mut answer)
+        }
+        Some(b"error") => {
+            let mut code = None;
+            let shape = scanner.object_or_value(|scanner, key| {
+                let raw = scanner.value()?;
+                if string_content(key).as_deref() == Some(b"code") {
+                    code = std::str::from_utf8(raw)
+                        .ok()
+                        .and_then(|text| text.parse().ok());
+                }
+                Ok(())
+            })?;
+            has_error = shape != Shape::Null;
+            answer.error_code = code;
+            Ok(())
+        }
+        _ => scanner.value().map(drop),
+    })?;
+    scanner.end()?;
+    answer.has_result = has_result && !has_error;
+    if !answer.has_result {
+        answer.status = None;
+        answer.payload_id = None;
+    }
+    Ok(answer)
+}
+
+/// Reads `result.status` (payloads) or `result.payloadStatus.status` and `result.payloadId`
+/// (fork choice).
+fn read_result(
+    method: Method,
+    scanner: &mut Scanner<'_>,
+    answer: &mut Answer,
+) -> Result<(), Malformed> {
+    match method {
+        Method::NewPayload(_) => {
+            scanner.object_or_value(|scanner, key| {
+                let raw = scanner.value()?;
+                if string_content(key).as_deref() == Some(b"status") {
+                    answer.status = status(raw);
+                }
+                Ok(())
+            })?;
+        }
+        Method::ForkchoiceUpdated(_) => {
+            scanner.object_or_value(|scanner, key| match string_content(key).as_deref() {
+                Some(b"payloadStatus") => {
+                    scanner.object_or_value(|scanner, key| {
+                        let raw = scanner.value()?;
+                        if string_content(key).as_deref() == Some(b"status") {
+                            answer.status = status(raw);
+                        }
+                        Ok(())
+                    })?;
+                    Ok(())
+                }
+                Some(b"payloadId") => {
+                    answer.payload_id = hex_string(scanner.value()?);
+                    Ok(())
+                }
+                _ => scanner.value().map(drop),
+            })?;
+        }
+        _ => {
+            scanner.value()?;
+        }
+    }
+    Ok(())
+}
+
+fn status(raw: &[u8]) -> Option<PayloadStatus> {
+    PayloadStatus::parse(&string_content(raw)?)
+}
+
+/// The elements of a successful answer's `result` array.
+fn result_array(body: &[u8]) -> Option<Vec<&[u8]>> {
+    prescan(body).ok()?;
+    let mut elements = None;
+    let mut has_error = false;
+    let mut scanner = Scanner::new(body);
+    scanner
+        .object(|scanner, key| match string_content(key).as_deref() {
+            Some(b"result") => {
+                if scanner.peek() != Some(b'[') {
+                    elements = None;
+                    return scanner.value().map(drop);
+                }
+                let mut list = Vec::new();
+                scanner.array(|scanner, _| {
+                    list.push(scanner.value()?);
+                    Ok(())
+                })?;
+                elements = Some(list);
+                Ok(())
+            }
+            Some(b"error") => {
+                has_error = scanner.value()? != b"null";
+                Ok(())
+            }
+            _ => scanner.value().map(drop),
+        })
+        .ok()?;
+    scanner.end().ok()?;
+    if has_error {
+        return None;
+    }
+    elements
+}
+
+/// `{"jsonrpc":"2.0","id":<id>` with room for `extra` more bytes.
+fn envelope_head(id: &[u8], extra: usize) -> Vec<u8> {
+    let id = echo_id(id);
+    let mut body = Vec::with_capacity(32 + id.len() + extra);
+    body.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    body.extend_from_slice(id);
+    body
+}
+
+/// `{"jsonrpc":"2.0","id":<id>,"result":[<elements>]}`.
+fn result_body(id: &[u8], elements: &[&[u8]]) -> Vec<u8> {
+    let elements_len: usize = elements.iter().map(|element| element.len() + 1).sum();
+    let mut body = envelope_head(id, elements_len + 16);
+    body.extend_from_slice(b",\"result\":[");
+    for (index, element) in elements.iter().enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(element);
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
+/// The id to echo: a single JSON string, number or null (whitespace trimmed), else `null`.
+fn echo_id(id: &[u8]) -> &[u8] {
+    let mut scanner = Scanner::new(id);
+    if !matches!(scanner.peek(), Some(b'"' | b'-' | b'0'..=b'9' | b'n')) || id.len() > MAX_ID_BYTES
+    {
+        return b"null";
+    }
+    match scanner.value() {
+        Ok(raw) if scanner.end().is_ok() => raw,
+        _ => b"null",
+    }
+}
+
+/// A stored answer re-addressed to another request: same result, the new request's `id`.
+pub fn rewrite_id(answer: &[u8], id: &[u8]) -> Option<Vec<u8>> {
+    let mut value: serde_json::Value = serde_json::from_slice(answer).ok()?;
+    let id: serde_json::Value = serde_json::from_slice(id).ok()?;
+    *value.as_object_mut()?.get_mut("id")? = id;
+    serde_json::to_vec(&value).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAPELLA_FCU_ATTRS: &str = include_str!(
+        "../tests/fixtures/engine/lodestar-1.5.1_to_ethereumjs-0.10.5_capella/02_forkchoiceUpdatedV2_with_payloadAttributes.json"
+    );
+    const CAPELLA_GET_PAYLOAD: &str = include_str!(
+        "../tests/fixtures/engine/lodestar-1.5.1_to_ethereumjs-0.10.5_capella/04_getPayloadV2.json"
+    );
+    const CAPELLA_NEW_PAYLOAD: &str = include_str!(
+        "../tests/fixtures/engine/lodestar-1.5.1_to_ethereumjs-0.10.5_capella/06_newPayloadV2.json"
+    );
+    const CAPELLA_FCU_HEAD: &str = include_str!(
+        "../tests/fixtures/engine/lodestar-1.5.1_to_ethereumjs-0.10.5_capella/08_forkchoiceUpdatedV2_no_attributes.json"
+    );
+    const CAPELLA_UNKNOWN_PAYLOAD: &str = include_str!(
+        "../tests/fixtures/engine/lodestar-1.5.1_to_ethereumjs-0.10.5_capella/10_getPayloadV2_unknown_payload_error.json"
+    );
+    const CAPELLA_TRANSITION: &str = include_str!(
+        "../tests/fixtures/engine/lodestar-1.5.1_to_ethereumjs-0.10.5_capella/01_exchangeTransitionConfigurationV1.json"
+    );
+    const CAPELLA_SESSION: &str = include_str!(
+        "../tests/fixtures/engine/lodestar-1.5.1_to_ethereumjs-0.10.5_capella/full_session.jsonl"
+    );
+    const PRAGUE_CAPABILITIES: &str = include_str!(
+        "../tests/fixtures/engine/minicl_to_ethereumjs-0.10.5_prague/01_exchangeCapabilities.json"
+    );
+    const PRAGUE_CLIENT_VERSION: &str = include_str!(
+        "../tests/fixtures/engine/minicl_to_ethereumjs-0.10.5_prague/02_getClientVersionV1.json"
+    );
+    const PRAGUE_FCU_ATTRS: &str = include_str!(
+        "../tests/fixtures/engine/minicl_to_ethereumjs-0.10.5_prague/03_forkchoiceUpdatedV3_attrs_b1.json"
+    );
+    const PRAGUE_NEW_PAYLOAD: &str = include_str!(
+        "../tests/fixtures/engine/minicl_to_ethereumjs-0.10.5_prague/05_newPayloadV4_b1.json"
+    );
+    const PRAGUE_GET_PAYLOAD_V5: &str = include_str!(
+        "../tests/fixtures/engine/minicl_to_ethereumjs-0.10.5_prague/16_edge_getPayloadV5_unsupported.json"
+    );
+    const PRAGUE_BAD_BLOCK_HASH: &str = include_str!(
+        "../tests/fixtures/engine/minicl_to_ethereumjs-0.10.5_prague/18_edge_newPayloadV4_bad_blockhash.json"
+    );
+    const PRAGUE_UNKNOWN_HEAD: &str = include_str!(
+        "../tests/fixtures/engine/minicl_to_ethereumjs-0.10.5_prague/20_edge_forkchoiceUpdatedV3_unknown_head.json"
+    );
+
+    const HASH_A: &str = "0xa22bf8856a340ce4e866ad1c403029c5ac5bda9b96dd913a189ca074b84afd65";
+    const ID_AND_VERSION: &str = r#""jsonrpc":"2.0","id":7"#;
+
+    /// The exact text of a fixture's `request` or `response` member (pretty-printed).
+    fn member(fixture: &str, name: &str) -> String {
+        sonic_rs::get(fixture, &[name])
+            .expect("fixture has the member")
+            .as_raw_str()
+            .to_owned()
+    }
+
+    fn call(body: &str) -> Call {
+        match inspect(body.as_bytes()) {
+            Ok(Inspected::Call(call)) => call,
+            other => panic!("expected a call, got {other:?} for {body}"),
+        }
+    }
+
+    fn error(body: &str) -> InspectError {
+        match inspect(body.as_bytes()) {
+            Err(error) => error,
+            Ok(other) => panic!("expected an error, got {other:?} for {body}"),
+        }
+    }
+
+    fn reason(body: &str) -> &'static str {
+        match error(body) {
+            InspectError::InvalidRequest { reason, .. }
+            | InspectError::InvalidParams { reason, .. } => reason,
+            InspectError::Parse => panic!("expected a reason, got a parse error for {body}"),
+        }
+    }
+
+    fn hash(text: &str) -> Hash32 {
+        parse_data(text.as_bytes()).expect("test hash is valid")
+    }
+
+    fn new_payload(fields: &str) -> String {
+        format!(
+            r#"{{{ID_AND_VERSION},"method":"engine_newPayloadV3","params":[{{{fields}}},[],"{HASH_A}"]}}"#
+        )
+    }
+
+    fn fork_choice(attributes: &str) -> String {
+        format!(
+            r#"{{{ID_AND_VERSION},"method":"engine_forkchoiceUpdatedV3","params":[{{"headBlockHash":"{HASH_A}"}}{attributes}]}}"#
+        )
+    }
+
+    fn builder(fields: &str) -> String {
+        format!(
+            r#"{{{ID_AND_VERSION},"method":"builder_payloadAttributes","params":[{{{fields}}}]}}"#
+        )
+    }
+
+    fn parse_back(body: &[u8]) -> serde_json::Value {
+        serde_json::from_slice(body).expect("built body is valid JSON")
+    }
+
+    #[test]
+    fn inspect_capella_new_payload_reads_block() {
+        let call = call(&member(CAPELLA_NEW_PAYLOAD, "request"));
+        assert_eq!(call.method, Method::NewPayload(2));
+        assert_eq!(&*call.method_name, "engine_newPayloadV2");
+        assert_eq!(&*call.id, b"4");
+        assert_eq!(call.timestamp, Some(0x6b05_14a9));
+        assert_eq!(call.block_number, Some(1));
+        assert_eq!(
+            call.block_hash,
+            Some(hash(
+                "0xa9d24416ea4f09867e27d0322b9c067e640f9df61cd1d3f54238069d13bb1239"
+            ))
+        );
+        assert_eq!(call.slot, None);
+        assert_eq!(call.head_block_hash, None);
+        assert!(!call.has_payload_attributes);
+    }
+
+    #[test]
+    fn inspect_prague_new_payload_reads_block_after_other_params() {
+        let call = call(&member(PRAGUE_NEW_PAYLOAD, "request"));
+        assert_eq!(call.method, Method::NewPayload(4));
+        assert_eq!(call.timestamp, Some(0x6b05_16c4));
+        assert_eq!(call.block_number, Some(1));
+        assert_eq!(
+            call.block_hash,
+            Some(hash(
+                "0x2fd36d8018b71c590b5400849c832800163994ab506132d2cc535e349efd497d"
+            ))
+        );
+        let bad = self::call(&member(PRAGUE_BAD_BLOCK_HASH, "request"));
+        assert_eq!(bad.block_number, Some(4));
+    }
+
+    #[test]
+    fn inspect_fork_choice_with_attributes_reads_head_and_timestamp() {
+        for (fixture, version, timestamp) in [
+            (CAPELLA_FCU_ATTRS, 2, 0x6b05_14a9),
+            (PRAGUE_FCU_ATTRS, 3, 0x6b05_16c4),
+        ] {
+            let call = call(&member(fixture, "request"));
+            assert_eq!(call.method, Method::ForkchoiceUpdated(version));
+            assert!(call.has_payload_attributes);
+            assert_eq!(call.timestamp, Some(timestamp));
+            assert!(call.head_block_hash.is_some());
+            assert_eq!(call.block_hash, None);
+        }
+    }
+
+    #[test]
+    fn inspect_fork_choice_null_attributes_reads_head_only() {
+        let call = call(&member(CAPELLA_FCU_HEAD, "request"));
+        assert_eq!(call.method, Method::ForkchoiceUpdated(2));
+        assert!(!call.has_payload_attributes);
+        assert_eq!(call.timestamp, None);
+        assert_eq!(
+            call.head_block_hash,
+            Some(hash(
+                "0xa9d24416ea4f09867e27d0322b9c067e640f9df61cd1d3f54238069d13bb1239"
+            ))
+        );
+        let unknown = self::call(&member(PRAGUE_UNKNOWN_HEAD, "request"));
+        assert_eq!(unknown.head_block_hash, Some([0x44; 32]));
+    }
+
+    #[test]
+    fn inspect_fork_choice_params1_variants() {
+        let absent = call(&fork_choice(""));
+        assert!(!absent.has_payload_attributes);
+        assert_eq!(absent.head_block_hash, Some(hash(HASH_A)));
+        let null = call(&fork_choice(",null"));
+        assert!(!null.has_payload_attributes);
+        assert_eq!(null.timestamp, None);
+        let empty = call(&fork_choice(",{}"));
+        assert!(empty.has_payload_attributes);
+        assert_eq!(empty.timestamp, None);
+        let object = call(&fork_choice(
+            r#",{"timestamp":"0x10","slotNumber":"0x2a"},"0x00""#,
+        ));
+        assert!(object.has_payload_attributes);
+        assert_eq!(object.timestamp, Some(16));
+        assert_eq!(object.slot, Some(42));
+        assert_eq!(
+            reason(&fork_choice(",5")),
+            "params[1] must be a payload attributes object or null"
+        );
+        assert_eq!(
+            reason(&fork_choice(",[]")),
+            "params[1] must be a payload attributes object or null"
+        );
+        assert_eq!(reason(&fork_choice(r#",{"timestamp":5}"#)), TIMESTAMP);
+    }
+
+    #[test]
+    fn inspect_fork_choice_bad_state_is_invalid_params() {
+        let body =
+            format!(r#"{{{ID_AND_VERSION},"method":"engine_forkchoiceUpdatedV1","params":["x"]}}"#);
+        assert_eq!(
+            reason(&body),
+            "params[0] must be a fork choice state object"
+        );
+        let body = format!(
+            r#"{{{ID_AND_VERSION},"method":"engine_forkchoiceUpdatedV1","params":[{{"headBlockHash":"0x12"}}]}}"#
+        );
+        assert_eq!(reason(&body), HEAD_BLOCK_HASH);
+    }
+
+    #[test]
+    fn inspect_new_payload_slot_number_is_slot() {
+        let call = call(&new_payload(
+            r#""timestamp":"0x5","slotNumber":"0x3039","blockNumber":"0x9""#,
+        ));
+        assert_eq!(call.slot, Some(12345));
+        assert_eq!(call.timestamp, Some(5));
+        assert_eq!(call.block_number, Some(9));
+        assert_eq!(reason(&new_payload(r#""slotNumber":12345"#)), SLOT_NUMBER);
+    }
+
+    #[test]
+    fn inspect_builder_attributes_reads_slot_and_head() {
+        // The shape the original sync-proxy's tests use for the Flashbots prysm fork.
+        let flashbots = builder(&format!(
+            r#""timestamp":"0x6303c7bc","prevRandao":"{HASH_A}","slot":1182052,"blockHash":"{HASH_A}""#
+        ));
+        let call = call(&flashbots);
+        assert_eq!(call.method, Method::BuilderPayloadAttributes);
+        assert_eq!(call.slot, Some(1_182_052));
+        assert_eq!(call.timestamp, Some(0x6303_c7bc));
+        assert_eq!(call.head_block_hash, Some(hash(HASH_A)));
+        assert_eq!(call.block_hash, None);
+
+        assert_eq!(
+            self::call(&builder(r#""slot":"1182052""#)).slot,
+            Some(1_182_052)
+        );
+        assert_eq!(self::call(&builder(r#""slot":"0x10""#)).slot, Some(16));
+        assert_eq!(
+            self::call(&builder(r#""slotNumber":"0x10""#)).slot,
+            Some(16)
+        );
+        assert_eq!(
+            self::call(&builder(r#""slot":7,"slotNumber":"0x10""#)).slot,
+            Some(7)
+        );
+        assert_eq!(self::call(&builder(r#""slot":null"#)).slot, None);
+        let head = format!(r#""headHash":"{HASH_A}""#);
+        assert_eq!(
+            self::call(&builder(&head)).head_block_hash,
+            Some(hash(HASH_A))
+        );
+        let both = format!(
+            r#""blockHash":"0x{}","headBlockHash":"{HASH_A}""#,
+            "11".repeat(32)
+        );
+        assert_eq!(
+            self::call(&builder(&both)).head_block_hash,
+            Some(hash(HASH_A))
+        );
+        for bad in [
+            r#""slot":-1"#,
+            r#""slot":1.5"#,
+            r#""slot":1e3"#,
+            r#""slot":18446744073709551616"#,
+            r#""slot":"01""#,
+            r#""slot":"""#,
+            r#""slot":true"#,
+            r#""slot":"0x""#,
+        ] {
+            assert_eq!(reason(&builder(bad)), SLOT, "{bad}");
+        }
+        assert_eq!(
+            self::call(&builder(r#""slot":18446744073709551615"#)).slot,
+            Some(u64::MAX)
+        );
+    }
+
+    #[test]
+    fn inspect_get_payload_reads_payload_id() {
+        let call = call(&member(CAPELLA_GET_PAYLOAD, "request"));
+        assert_eq!(call.method, Method::GetPayload(2));
+        assert_eq!(
+            call.payload_id,
+            Some([0x0c, 0xe6, 0xda, 0x71, 0x94, 0xc6, 0xb1, 0xcf])
+        );
+        let v5 = self::call(&member(PRAGUE_GET_PAYLOAD_V5, "request"));
+        assert_eq!(v5.method, Method::GetPayload(5));
+        assert!(v5.payload_id.is_some());
+        for bad in [
+            r#"["0x0ce6da7194c6b1"]"#,
+            r#"[12]"#,
+            r#"[{}]"#,
+            r#"["0x0ce6da7194c6b1cfaa"]"#,
+        ] {
+            let body =
+                format!(r#"{{{ID_AND_VERSION},"method":"engine_getPayloadV3","params":{bad}}}"#);
+            assert_eq!(reason(&body), PAYLOAD_ID, "{bad}");
+        }
+    }
+
+    #[test]
+    fn inspect_other_methods_read_no_params() {
+        let call = call(&member(CAPELLA_TRANSITION, "request"));
+        assert_eq!(call.method, Method::OtherEngine);
+        assert_eq!(call.timestamp, None);
+        let call = self::call(&member(PRAGUE_CAPABILITIES, "request"));
+        assert_eq!(call.method, Method::ExchangeCapabilities);
+        let call = self::call(&member(PRAGUE_CLIENT_VERSION, "request"));
+        assert_eq!(call.method, Method::GetClientVersion(1));
+        // Shapes the proxy does not read are not checked.
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_call","params":[{"timestamp":5,"timestamp":6},"latest"]}"#;
+        assert_eq!(self::call(body).method, Method::Other);
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_x","params":{"a":1}}"#;
+        assert_eq!(self::call(body).method, Method::Other);
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_x","params":null}"#;
+        assert_eq!(self::call(body).method, Method::Other);
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber"}"#;
+        assert_eq!(self::call(body).method, Method::Other);
+    }
+
+    #[test]
+    fn inspect_every_request_of_a_real_session() {
+        let mut methods = 0;
+        for line in CAPELLA_SESSION.lines() {
+            let request = sonic_rs::get(line, &["request"]).expect("line has a request");
+            let request = sonic_rs::JsonValueTrait::as_str(&request).expect("request is a string");
+            let call = call(request);
+            match call.method {
+                Method::NewPayload(2) => {
+                    assert!(call.block_hash.is_some() && call.timestamp.is_some());
+                }
+                Method::ForkchoiceUpdated(2) => assert!(call.head_block_hash.is_some()),
+                Method::GetPayload(2) => assert!(call.payload_id.is_some()),
+                Method::OtherEngine => {}
+                other => panic!("unexpected method {other:?}"),
+            }
+            methods += 1;
+        }
+        assert_eq!(methods, 85);
+    }
+
+    #[test]
+    fn inspect_answers_of_a_real_session() {
+        for line in CAPELLA_SESSION.lines() {
+            let text = |name: &str| {
+                let value = sonic_rs::get(line, &[name]).expect("line has the member");
+                sonic_rs::JsonValueTrait::as_str(&value)
+                    .expect("member is a string")
+                    .to_owned()
+            };
+            let method = call(&text("request")).method;
+            let answer = inspect_answer(method, text("response").as_bytes());
+            match method {
+                Method::NewPayload(_) | Method::ForkchoiceUpdated(_) => {
+                    assert!(answer.has_result);
+                    assert_eq!(answer.status, Some(PayloadStatus::Valid));
+                }
+                Method::GetPayload(_) => assert!(answer.has_result || answer.error_code.is_some()),
+                _ => assert_eq!(answer.error_code, Some(code::METHOD_NOT_FOUND)),
+            }
+        }
+    }
+
+    #[test]
+    fn inspect_method_after_big_params_reads_everything() {
+        // A synthetic 2 MB newPayload: 2 000 transactions of 1 000 bytes, `method` and `id` last.
+        let transaction = format!("\"0x{}\"", "ab".repeat(500));
+        let transactions = vec![transaction; 2000].join(",");
+        let body = format!(
+            r#"{{"params":[{{"transactions":[{transactions}],"blockHash":"{HASH_A}","timestamp":"0x64","blockNumber":"0x2a","slotNumber":"0x7"}},[],"{HASH_A}",[]],"jsonrpc":"2.0","method":"engine_newPayloadV4","id":"last"}}"#
+        );
+        assert!(body.len() > 2_000_000);
+        let call = call(&body);
+        assert_eq!(call.method, Method::NewPayload(4));
+        assert_eq!(&*call.id, br#""last""#);
+        assert_eq!(call.timestamp, Some(100));
+        assert_eq!(call.block_number, Some(42));
+        assert_eq!(call.slot, Some(7));
+        assert_eq!(call.block_hash, Some(hash(HASH_A)));
+        let broken = body.replacen("\"0xab", "\"0xa\u{1}b", 1);
+        assert_eq!(error(&broken), InspectError::Parse);
+    }
+
+    #[test]
+    fn inspect_key_order_does_not_matter() {
+        let bodies = [
+            r#"{"jsonrpc":"2.0","id":3,"method":"engine_getPayloadV1","params":["0x0000000000000001"]}"#,
+            r#"{"params":["0x0000000000000001"],"method":"engine_getPayloadV1","id":3,"jsonrpc":"2.0"}"#,
+            r#" { "id" : 3 , "params" : [ "0x0000000000000001" ] , "jsonrpc" : "2.0" , "method" : "engine_getPayloadV1" } "#,
+        ];
+        for body in bodies {
+            let call = call(body);
+            assert_eq!(call.method, Method::GetPayload(1));
+            assert_eq!(call.payload_id, Some([0, 0, 0, 0, 0, 0, 0, 1]));
+            assert_eq!(&*call.id, b"3");
+        }
+    }
+
+    #[test]
+    fn inspect_id_kinds_are_echoed_exactly() {
+        for (id, expected) in [
+            ("1", "1"),
+            ("  -12.5e3 \n", "-12.5e3"),
+            (r#""a b""#, r#""a b""#),
+            (r#""\u0041\"""#, r#""\u0041\"""#),
+            ("null", "null"),
+            (
+                "123456789012345678901234567890",
+                "123456789012345678901234567890",
+            ),
+        ] {
+            let body = format!(r#"{{"jsonrpc":"2.0","method":"eth_chainId","id":{id}}}"#);
+            assert_eq!(&*call(&body).id, expected.as_bytes(), "{id}");
+        }
+        let body = r#"{"jsonrpc":"2.0","method":"eth_chainId"}"#;
+        assert_eq!(&*call(body).id, b"null");
+    }
+
+    #[test]
+    fn inspect_invalid_ids_are_invalid_request_without_id() {
+        for id in ["{}", r#"{"a":1}"#, "[1]", "[]", "true", "false"] {
+            let body = format!(r#"{{"jsonrpc":"2.0","method":"eth_chainId","id":{id}}}"#);
+            assert_eq!(
+                error(&body),
+                InspectError::InvalidRequest {
+                    id: None,
+                    reason: "id must be a string, number or null"
+                },
+                "{id}"
+            );
+        }
+        let long = format!(
+            r#"{{"jsonrpc":"2.0","method":"eth_chainId","id":"{}"}}"#,
+            "x".repeat(MAX_ID_BYTES)
+        );
+        assert_eq!(reason(&long), "id is too long");
+        let twice = r#"{"jsonrpc":"2.0","method":"eth_chainId","id":1,"id":2}"#;
+        assert_eq!(reason(twice), "duplicate id");
+    }
+
+    #[test]
+    fn inspect_envelope_errors_are_invalid_request_with_id() {
+        for (body, expected) in [
+            (
+                r#"{"id":1,"method":"eth_chainId"}"#,
+                "missing jsonrpc \"2.0\"",
+            ),
+            (
+                r#"{"jsonrpc":"1.0","id":1,"method":"eth_chainId"}"#,
+                "jsonrpc must be \"2.0\"",
+            ),
+            (
+                r#"{"jsonrpc":2.0,"id":1,"method":"eth_chainId"}"#,
+                "jsonrpc must be \"2.0\"",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","jsonrpc":"2.0","id":1,"method":"x"}"#,
+                "duplicate jsonrpc",
+            ),
+            (r#"{"jsonrpc":"2.0","id":1}"#, "missing method"),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":5}"#,
+                "method must be a string",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":null}"#,
+                "method must be a string",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"a","method":"b"}"#,
+                "duplicate method",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"a","params":"x"}"#,
+                "params must be an array or an object",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"a","params":5}"#,
+                "params must be an array or an object",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"a","params":[],"params":[]}"#,
+                "duplicate params",
+            ),
+        ] {
+            let error = error(body);
+            assert_eq!(error.code(), code::INVALID_REQUEST, "{body}");
+            assert_eq!(error.id(), Some(&b"1"[..]), "{body}");
+            assert_eq!(reason(body), expected, "{body}");
+        }
+        let long = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"{}"}}"#,
+            "m".repeat(MAX_METHOD_BYTES + 1)
+        );
+        assert_eq!(reason(&long), "method name is too long");
+        let long = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"{}"}}"#,
+            "\\u0041".repeat(MAX_METHOD_BYTES + 1)
+        );
+        assert_eq!(reason(&long), "method name is too long");
+    }
+
+    #[test]
+    fn inspect_escaped_strings_are_decoded() {
+        let body = r#"{"jsonrpc":"2\u002e0","id":1,"m\u0065thod":"engine_newPayload\u0056\u0032","params":[{"timestamp":"\u0030x1f"}]}"#;
+        let call = call(body);
+        assert_eq!(call.method, Method::NewPayload(2));
+        assert_eq!(&*call.method_name, "engine_newPayloadV2");
+        assert_eq!(call.timestamp, Some(0x1f));
+    }
+
+    #[test]
+    fn inspect_not_an_object_is_invalid_request() {
+        for body in ["\"x\"", "5", "-1.5e3", "null", "true", " false "] {
+            assert_eq!(
+                error(body),
+                InspectError::InvalidRequest {
+                    id: None,
+                    reason: "a request must be a JSON object or a batch array"
+                },
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn inspect_batch_counts_elements() {
+        let body = format!(
+            "[{},\n{}]",
+            member(CAPELLA_FCU_HEAD, "request"),
+            member(CAPELLA_GET_PAYLOAD, "request")
+        );
+        assert_eq!(inspect(body.as_bytes()), Ok(Inspected::Batch { len: 2 }));
+        assert_eq!(
+            inspect(b"[1, \"x\", null]"),
+            Ok(Inspected::Batch { len: 3 })
+        );
+        assert_eq!(
+            inspect(b" [ ] "),
+            Err(InspectError::InvalidRequest {
+                id: None,
+                reason: "empty batch"
+            })
+        );
+        assert_eq!(inspect(b"[1,]"), Err(InspectError::Parse));
+        assert_eq!(inspect(b"[{\"a\":}]"), Err(InspectError::Parse));
+    }
+
+    #[test]
+    fn inspect_every_truncation_is_parse_error() {
+        let body = member(PRAGUE_NEW_PAYLOAD, "request");
+        for len in 0..body.len() {
+            assert_eq!(
+                inspect(&body.as_bytes()[..len]),
+                Err(InspectError::Parse),
+                "prefix of {len} bytes"
+            );
+        }
+        let compact = sonic_rs::get(
+            CAPELLA_SESSION.lines().next().unwrap_or_default(),
+            &["request"],
+        )
+        .map(|value| {
+            sonic_rs::JsonValueTrait::as_str(&value)
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .unwrap_or_default();
+        assert!(!compact.is_empty());
+        for len in 0..compact.len() {
+            assert_eq!(
+                inspect(&compact.as_bytes()[..len]),
+                Err(InspectError::Parse),
+                "prefix of {len} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn inspect_malformed_json_in_unread_params_is_parse_error() {
+        for broken in [
+            r#""transactions":["0x12",]"#,
+            r#""extra":tru"#,
+            r#""extra":nul"#,
+            r#""extra":01"#,
+            r#""extra":1."#,
+            r#""extra":-"#,
+            r#""extra":.5"#,
+            r#""extra":"\x""#,
+            r#""extra":"\u12""#,
+            r#""extra":"\uZZZZ""#,
+            "\"extra\":\"a\u{1}b\"",
+            "\"extra\":\"tab\there\"",
+            r#""extra":[1 2]"#,
+            r#""extra":{"a" 1}"#,
+            r#""extra":{a:1}"#,
+            r#""extra":'x'"#,
+            r#""extra":NaN"#,
+            r#""extra" 1"#,
+            "\"extra\":\u{c}1",
+        ] {
+            let body = new_payload(broken);
+            assert_eq!(error(&body), InspectError::Parse, "{broken}");
+        }
+        let mut invalid_utf8 = new_payload(r#""extra":"AB""#).into_bytes();
+        let at = invalid_utf8
+            .windows(2)
+            .position(|pair| pair == b"AB")
+            .unwrap_or_default();
+        invalid_utf8[at] = 0xff;
+        assert_eq!(inspect(&invalid_utf8), Err(InspectError::Parse));
+        for trailing in ["x", "{}", ",", "]"] {
+            let body = format!("{}{trailing}", new_payload(""));
+            assert_eq!(error(&body), InspectError::Parse, "{trailing}");
+        }
+        assert_eq!(inspect(b""), Err(InspectError::Parse));
+        assert_eq!(inspect(b"  \n "), Err(InspectError::Parse));
+        assert_eq!(inspect("\u{feff}{}".as_bytes()), Err(InspectError::Parse));
+    }
+
+    #[test]
+    fn inspect_deep_nesting_is_parse_error_without_overflow() {
+        let deep = new_payload(&format!(
+            r#""extra":{}{}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        ));
+        assert_eq!(error(&deep), InspectError::Parse);
+        // The envelope, params and params[0] are three levels: 29 more reach the limit.
+        let inner = MAX_NESTING_DEPTH - 3;
+        let limit = new_payload(&format!(
+            r#""extra":{}{}"#,
+            "[".repeat(inner),
+            "]".repeat(inner)
+        ));
+        assert_eq!(call(&limit).method, Method::NewPayload(3));
+        let over = new_payload(&format!(
+            r#""extra":{}{}"#,
+            "[".repeat(inner + 1),
+            "]".repeat(inner + 1)
+        ));
+        assert_eq!(error(&over), InspectError::Parse);
+        // Brackets inside strings do not count.
+        let strings = new_payload(&format!(r#""extra":"{}""#, "[{".repeat(10_000)));
+        assert_eq!(call(&strings).method, Method::NewPayload(3));
+    }
+
+    #[test]
+    fn inspect_short_unicode_escape_cannot_hide_nesting() {
+        // sonic-rs alone skips `\u` plus four bytes unchecked, which here would swallow the
+        // closing quote and read the brackets below as structure; the prescan refuses it.
+        let hidden = format!(r#"{{"a":["\u"abc",{}]}}"#, "[".repeat(100_000));
+        assert_eq!(inspect(hidden.as_bytes()), Err(InspectError::Parse));
+    }
+
+    #[test]
+    fn inspect_agrees_with_serde_json_on_validity() {
+        let base = member(CAPELLA_FCU_ATTRS, "request");
+        let base =
+            sonic_rs::to_string(&sonic_rs::from_str::<sonic_rs::Value>(&base).unwrap_or_default())
+                .unwrap_or_default();
+        let inserts: &[u8] = b"\"\\{}[],: 0x-e.+nut\x00\x1f\x7f\x80\xff";
+        let mut cases = 0;
+        let mut check = |body: &[u8]| {
+            let reference = serde_json::from_slice::<serde_json::Value>(body);
+            let parse = inspect(body) == Err(InspectError::Parse);
+            assert_eq!(
+                parse,
+                reference.is_err(),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+            cases += 1;
+        };
+        let bytes = base.as_bytes();
+        for at in 0..=bytes.len() {
+            if at < bytes.len() {
+                let mut removed = bytes.to_vec();
+                removed.remove(at);
+                check(&removed);
+            }
+            for &insert in inserts {
+                let mut inserted = bytes.to_vec();
+                inserted.insert(at, insert);
+                check(&inserted);
+                if at < bytes.len() {
+                    let mut replaced = bytes.to_vec();
+                    replaced[at] = insert;
+                    check(&replaced);
+                }
+            }
+        }
+        assert!(cases > 20_000);
+    }
+
+    #[test]
+    fn inspect_quantities_are_strict() {
+        let timestamp =
+            |text: &str| inspect(new_payload(&format!(r#""timestamp":{text}"#)).as_bytes());
+        for (text, value) in [
+            (r#""0x0""#, 0),
+            (r#""0x5""#, 5),
+            (r#""0xabcDEF""#, 0xab_cdef),
+            (r#""0xffffffffffffffff""#, u64::MAX),
+        ] {
+            match timestamp(text) {
+                Ok(Inspected::Call(call)) => assert_eq!(call.timestamp, Some(value), "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        for text in [
+            r#""0x""#,
+            r#""0x00""#,
+            r#""0x01""#,
+            r#""0X1""#,
+            r#""1""#,
+            r#""x1""#,
+            r#""0xg""#,
+            r#""0x-1""#,
+            r#""0x 1""#,
+            r#"" 0x1""#,
+            r#""0x10000000000000000""#,
+            r#""0x1ffffffffffffffff""#,
+            r#""""#,
+            "5",
+            "true",
+            "{}",
+            r#"["0x1"]"#,
+        ] {
+            let id = b"7";
+            assert_eq!(
+                timestamp(text),
+                Err(InspectError::InvalidParams {
+                    id: Box::from(&id[..]),
+                    reason: TIMESTAMP
+                }),
+                "{text}"
+            );
+        }
+        match timestamp("null") {
+            Ok(Inspected::Call(call)) => assert_eq!(call.timestamp, None),
+            other => panic!("null: {other:?}"),
+        }
+        assert_eq!(
+            reason(&new_payload(r#""blockNumber":"0x01""#)),
+            BLOCK_NUMBER
+        );
+        assert_eq!(
+            reason(&new_payload(r#""timestamp":"0x1","timestamp":"0x1""#)),
+            "a member read by the proxy appears twice"
+        );
+    }
+
+    #[test]
+    fn inspect_hashes_are_exact_data() {
+        let upper = HASH_A.to_uppercase().replacen("0X", "0x", 1);
+        let call = call(&new_payload(&format!(r#""blockHash":"{upper}""#)));
+        assert_eq!(call.block_hash, Some(hash(HASH_A)));
+        for text in [
+            format!(r#""{}""#, &HASH_A[..65]),
+            format!(r#""{HASH_A}0""#),
+            format!(r#""{HASH_A}00""#),
+            format!(r#""0x{}""#, "g".repeat(64)),
+            format!(r#""{}""#, &HASH_A[2..]),
+            "\"0x\"".to_owned(),
+            "1".to_owned(),
+        ] {
+            assert_eq!(
+                reason(&new_payload(&format!(r#""blockHash":{text}"#))),
+                BLOCK_HASH,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn inspect_params_by_name_for_read_method_is_invalid_params() {
+        let body = format!(
+            r#"{{{ID_AND_VERSION},"method":"engine_newPayloadV1","params":{{"payload":{{}}}}}}"#
+        );
+        assert_eq!(reason(&body), "params must be an array");
+        let body = format!(r#"{{{ID_AND_VERSION},"method":"engine_newPayloadV1","params":[5]}}"#);
+        assert_eq!(
+            reason(&body),
+            "params[0] must be an execution payload object"
+        );
+        let body = format!(r#"{{{ID_AND_VERSION},"method":"engine_newPayloadV1","params":[]}}"#);
+        assert_eq!(call(&body).block_hash, None);
+        let body = format!(r#"{{{ID_AND_VERSION},"method":"engine_newPayloadV1"}}"#);
+        assert_eq!(call(&body).block_hash, None);
+    }
+
+    #[test]
+    fn inspect_error_codes_ids_and_bodies() {
+        assert_eq!(InspectError::Parse.code(), code::PARSE_ERROR);
+        assert_eq!(InspectError::Parse.id(), None);
+        let params = InspectError::InvalidParams {
+            id: Box::from(&b"\"x\""[..]),
+            reason: TIMESTAMP,
+        };
+        assert_eq!(params.code(), code::INVALID_PARAMS);
+        assert_eq!(params.id(), Some(&b"\"x\""[..]));
+        let value = parse_back(&params.body());
+        assert_eq!(value["id"], "x");
+        assert_eq!(value["error"]["code"], code::INVALID_PARAMS);
+        assert_eq!(
+            value["error"]["message"],
+            format!("Invalid params: {TIMESTAMP}")
+        );
+        let value = parse_back(&InspectError::Parse.body());
+        assert_eq!(value["id"], serde_json::Value::Null);
+        assert_eq!(value["error"]["code"], code::PARSE_ERROR);
+    }
+
+    #[test]
+    fn answer_new_payload_statuses() {
+        let answer = inspect_answer(
+            Method::NewPayload(2),
+            member(CAPELLA_NEW_PAYLOAD, "response").as_bytes(),
+        );
+        assert_eq!(
+            answer,
+            Answer {
+                status: Some(PayloadStatus::Valid),
+                payload_id: None,
+                error_code: None,
+                has_result: true
+            }
+        );
+        let invalid = inspect_answer(
+            Method::NewPayload(4),
+            member(PRAGUE_BAD_BLOCK_HASH, "response").as_bytes(),
+        );
+        assert_eq!(invalid.status, Some(PayloadStatus::Invalid));
+        for status in [
+            PayloadStatus::Valid,
+            PayloadStatus::Invalid,
+            PayloadStatus::Syncing,
+            PayloadStatus::Accepted,
+            PayloadStatus::InvalidBlockHash,
+        ] {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"result":{{"latestValidHash":null,"status":"{status}"}}}}"#
+            );
+            assert_eq!(
+                inspect_answer(Method::NewPayload(1), body.as_bytes()).status,
+                Some(status)
+            );
+        }
+        let unknown = br#"{"jsonrpc":"2.0","id":1,"result":{"status":"INVALID_INCLUSION_LIST"}}"#;
+        let answer = inspect_answer(Method::NewPayload(5), unknown);
+        assert!(answer.has_result);
+        assert_eq!(answer.status, None);
+    }
+
+    #[test]
+    fn answer_fork_choice_status_and_payload_id() {
+        let answer = inspect_answer(
+            Method::ForkchoiceUpdated(2),
+            member(CAPELLA_FCU_ATTRS, "response").as_bytes(),
+        );
+        assert_eq!(answer.status, Some(PayloadStatus::Valid));
+        assert_eq!(
+            answer.payload_id,
+            Some([0x0c, 0xe6, 0xda, 0x71, 0x94, 0xc6, 0xb1, 0xcf])
+        );
+        let answer = inspect_answer(
+            Method::ForkchoiceUpdated(3),
+            member(PRAGUE_UNKNOWN_HEAD, "response").as_bytes(),
+        );
+        assert_eq!(answer.status, Some(PayloadStatus::Syncing));
+        assert_eq!(answer.payload_id, None);
+        assert!(answer.has_result);
+    }
+
+    #[test]
+    fn answer_errors_carry_code() {
+        let answer = inspect_answer(
+            Method::GetPayload(2),
+            member(CAPELLA_UNKNOWN_PAYLOAD, "response").as_bytes(),
+        );
+        assert_eq!(answer.error_code, Some(-32001));
+        assert!(!answer.has_result);
+        let answer = inspect_answer(
+            Method::GetPayload(5),
+            member(PRAGUE_GET_PAYLOAD_V5, "response").as_bytes(),
+        );
+        assert_eq!(answer.error_code, Some(code::METHOD_NOT_FOUND));
+        let both = br#"{"jsonrpc":"2.0","id":1,"result":{"status":"VALID"},"error":{"code":-38001,"message":"x"}}"#;
+        let answer = inspect_answer(Method::NewPayload(1), both);
+        assert_eq!(
+            answer,
+            Answer {
+                status: None,
+                payload_id: None,
+                error_code: Some(-38001),
+                has_result: false
+            }
+        );
+        let null_error = br#"{"jsonrpc":"2.0","id":1,"result":{"status":"VALID"},"error":null}"#;
+        assert!(inspect_answer(Method::NewPayload(1), null_error).has_result);
+        let odd_code = br#"{"jsonrpc":"2.0","id":1,"error":{"code":1.5}}"#;
+        assert_eq!(inspect_answer(Method::Other, odd_code), Answer::default());
+        let get_payload = inspect_answer(
+            Method::GetPayload(2),
+            member(CAPELLA_GET_PAYLOAD, "response").as_bytes(),
+        );
+        assert!(get_payload.has_result);
+    }
+
+    #[test]
+    fn answer_malformed_yields_default() {
+        let body = member(CAPELLA_FCU_ATTRS, "response");
+        for len in 0..body.len() {
+            assert_eq!(
+                inspect_answer(Method::ForkchoiceUpdated(2), &body.as_bytes()[..len]),
+                Answer::default()
+            );
+        }
+        for body in [
+            &b"[]"[..],
+            b"5",
+            b"{\"result\":{\"status\":\"VALID\"}} x",
+            b"{\"result\":[[[[[[[[[[[[",
+        ] {
+            assert_eq!(
+                inspect_answer(Method::NewPayload(1), body),
+                Answer::default()
+            );
+        }
+        let deep = format!(
+            r#"{{"result":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert_eq!(
+            inspect_answer(Method::NewPayload(1), deep.as_bytes()),
+            Answer::default()
+        );
+    }
+
+    #[test]
+    fn error_body_escapes_message_and_echoes_id() {
+        let message = "bad \"quote\" \\ back\nslash \u{1} é";
+        for (id, expected) in [
+            (&b"17"[..], serde_json::json!(17)),
+            (br#""a \"b\"""#, serde_json::json!("a \"b\"")),
+            (b"null", serde_json::Value::Null),
+            (b" 5 ", serde_json::json!(5)),
+            (b"{}", serde_json::Value::Null),
+            (b"1 2", serde_json::Value::Null),
+            (b"\"open", serde_json::Value::Null),
+            (b"", serde_json::Value::Null),
+        ] {
+            let body = error_body(id, code::INTERNAL_ERROR, message);
+            let value = parse_back(&body);
+            assert_eq!(value["jsonrpc"], "2.0");
+            assert_eq!(value["id"], expected, "{}", String::from_utf8_lossy(id));
+            assert_eq!(value["error"]["code"], code::INTERNAL_ERROR);
+            assert_eq!(value["error"]["message"], message);
+        }
+        let body = error_body(b"\"x\"", -1, "m");
+        assert_eq!(
+            body,
+            br#"{"jsonrpc":"2.0","id":"x","error":{"code":-1,"message":"m"}}"#
+        );
+    }
+
+    #[test]
+    fn syncing_body_shapes_per_version() {
+        for version in 1..=8 {
+            let body = syncing_body(Method::NewPayload(version), b"9").unwrap_or_default();
+            let value = parse_back(&body);
+            assert_eq!(value["id"], 9);
+            assert_eq!(value["result"]["status"], "SYNCING");
+            assert_eq!(value["result"]["latestValidHash"], serde_json::Value::Null);
+            assert_eq!(value["result"]["validationError"], serde_json::Value::Null);
+            let fields = value["result"].as_object().map_or(0, |object| object.len());
+            assert_eq!(
+                fields,
+                if version >= 6 { 4 } else { 3 },
+                "newPayloadV{version}"
+            );
+            let answer = inspect_answer(Method::NewPayload(version), &body);
+            assert_eq!(answer.status, Some(PayloadStatus::Syncing));
+        }
+        for version in 1..=6 {
+            let body =
+                syncing_body(Method::ForkchoiceUpdated(version), br#""f""#).unwrap_or_default();
+            let value = parse_back(&body);
+            assert_eq!(value["id"], "f");
+            assert_eq!(value["result"]["payloadId"], serde_json::Value::Null);
+            assert_eq!(value["result"]["payloadStatus"]["status"], "SYNCING");
+            let fields = value["result"]["payloadStatus"]
+                .as_object()
+                .map_or(0, |object| object.len());
+            assert_eq!(
+                fields,
+                if version >= 5 { 4 } else { 3 },
+                "forkchoiceUpdatedV{version}"
+            );
+            let answer = inspect_answer(Method::ForkchoiceUpdated(version), &body);
+            assert_eq!(answer.status, Some(PayloadStatus::Syncing));
+            assert!(answer.has_result);
+        }
+        for method in [
+            Method::GetPayload(1),
+            Method::BuilderPayloadAttributes,
+            Method::Other,
+        ] {
+            assert_eq!(syncing_body(method, b"1"), None);
+        }
+    }
+
+    #[test]
+    fn immediate_body_per_method_kind() {
+        let body = immediate_body(&call(&member(CAPELLA_NEW_PAYLOAD, "request")));
+        assert_eq!(parse_back(&body)["result"]["status"], "SYNCING");
+        let body = immediate_body(&call(&member(CAPELLA_FCU_ATTRS, "request")));
+        assert_eq!(
+            parse_back(&body)["result"]["payloadStatus"]["status"],
+            "SYNCING"
+        );
+        let body = immediate_body(&call(&builder(r#""slot":1"#)));
+        let value = parse_back(&body);
+        assert_eq!(value["id"], 7);
+        assert_eq!(value["result"], serde_json::Value::Null);
+        assert!(
+            value
+                .as_object()
+                .is_some_and(|object| object.contains_key("result"))
+        );
+        let body = immediate_body(&call(&member(CAPELLA_GET_PAYLOAD, "request")));
+        let value = parse_back(&body);
+        assert_eq!(value["id"], 3);
+        assert_eq!(value["error"]["code"], code::UNKNOWN_PAYLOAD);
+        assert_eq!(value["error"]["message"], "Unknown payload");
+        let body = immediate_body(&call(
+            r#"{"jsonrpc":"2.0","id":"e","method":"eth_chainId"}"#,
+        ));
+        let value = parse_back(&body);
+        assert_eq!(value["id"], "e");
+        assert_eq!(value["error"]["code"], code::INTERNAL_ERROR);
+        assert_eq!(value["error"]["message"], IMMEDIATE_MESSAGE);
+    }
+
+    #[test]
+    fn concat_results_flattens_successful_answers() {
+        let el1 = br#"{"jsonrpc":"2.0","id":1,"result":[{"code":"GE","name":"geth","version":"1.0","commit":"abcd0123"}]}"#;
+        let el2 = br#"{"jsonrpc":"2.0","id":1,"result":[ {"code":"NM"} , {"code":"RH"} ]}"#;
+        let failed = member(PRAGUE_CLIENT_VERSION, "response");
+        let garbage = b"{\"result\":[1,";
+        let body =
+            concat_results(b"2", &[el1, failed.as_bytes(), el2, garbage]).unwrap_or_default();
+        let value = parse_back(&body);
+        assert_eq!(value["id"], 2);
+        let codes: Vec<&str> = value["result"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|entry| entry["code"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(codes, ["GE", "NM", "RH"]);
+        assert_eq!(concat_results(b"2", &[failed.as_bytes(), garbage]), None);
+        assert_eq!(concat_results(b"2", &[]), None);
+        let empty =
+            concat_results(b"2", &[br#"{"jsonrpc":"2.0","id":1,"result":[]}"#]).unwrap_or_default();
+        assert_eq!(parse_back(&empty)["result"], serde_json::json!([]));
+        let not_array = br#"{"jsonrpc":"2.0","id":1,"result":{"code":"GE"}}"#;
+        assert_eq!(concat_results(b"2", &[not_array]), None);
+    }
+
+    #[test]
+    fn intersect_capabilities_keeps_first_order() {
+        let first = member(PRAGUE_CAPABILITIES, "response");
+        let second = br#"{"jsonrpc":"2.0","id":1,"result":["engine_getBlobsV1","engine_newPayloadV4","engine_newPayloadV\u0033","engine_forkchoiceUpdatedV3","engine_other"]}"#;
+        let failed = br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"down"}}"#;
+        let body =
+            intersect_capabilities(b"1", &[failed, first.as_bytes(), second]).unwrap_or_default();
+        let value = parse_back(&body);
+        assert_eq!(
+            value["result"],
+            serde_json::json!([
+                "engine_newPayloadV3",
+                "engine_newPayloadV4",
+                "engine_forkchoiceUpdatedV3",
+                "engine_getBlobsV1"
+            ])
+        );
+        let alone = intersect_capabilities(b"1", &[first.as_bytes()]).unwrap_or_default();
+        assert_eq!(
+            parse_back(&alone)["result"].as_array().map(Vec::len),
+            Some(18)
+        );
+        assert_eq!(intersect_capabilities(b"1", &[failed]), None);
+        let duplicates = br#"{"jsonrpc":"2.0","id":1,"result":["a","a",5,"b"]}"#;
+        let body = intersect_capabilities(b"1", &[duplicates]).unwrap_or_default();
+        assert_eq!(parse_back(&body)["result"], serde_json::json!(["a", "b"]));
+    }
+
+    #[test]
+    fn payload_status_round_trips_wire_form() {
+        for status in [
+            PayloadStatus::Valid,
+            PayloadStatus::Invalid,
+            PayloadStatus::Syncing,
+            PayloadStatus::Accepted,
+            PayloadStatus::InvalidBlockHash,
+        ] {
+            assert_eq!(
+                PayloadStatus::parse(status.as_str().as_bytes()),
+                Some(status)
+            );
+        }
+        assert_eq!(PayloadStatus::parse(b"valid"), None);
+    }
+}

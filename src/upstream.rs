@@ -1,0 +1,553 @@
+//! One HTTP/1.1 client connection to an upstream (an execution client or a chained proxy): a
+//! state machine that connects, sends one request at a time, and reads its response.
+//!
+//! It owns the leg it is carrying, so a failure hands the leg back for a retry or a report. It
+//! does not choose what to send next, sign tokens or decide retries: the
+//! [`crate::execution_client`] lane that owns this connection does.
+
+use std::fmt;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+
+use crate::engine::Lane;
+use crate::http::body::{BodyError, BodyReader};
+use crate::http::head::{Framing, HeadError, ResponseHead, parse_response_head};
+use crate::net::{MAX_IO_ROUNDS, READ_CHUNK_BYTES, read_up_to};
+use crate::request::Leg;
+
+/// An upstream's answer, passed to the beacon node byte for byte.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// `Content-Type` as sent.
+    pub content_type: Option<Box<str>>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+/// Why a connection or a request on it failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// The TCP connection could not be made.
+    Connect(io::ErrorKind),
+    /// The TCP connection was not made in time.
+    ConnectTimeout,
+    /// No complete answer within the request's timeout.
+    Timeout(Duration),
+    /// The upstream closed the connection before answering.
+    Closed,
+    /// A socket error while sending or receiving.
+    Io(io::ErrorKind),
+    /// The answer's head is not valid HTTP.
+    BadHead(HeadError),
+    /// The answer's body is broken or too large.
+    BadBody(BodyError),
+}
+
+impl UpstreamError {
+    /// Whether the beacon node's error answer should be `504` rather than `502`.
+    pub fn is_timeout(self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Timeout(_) | UpstreamError::ConnectTimeout
+        )
+    }
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamError::Connect(kind) => write!(f, "connect failed: {kind}"),
+            UpstreamError::ConnectTimeout => f.write_str("connect timed out"),
+            UpstreamError::Timeout(after) => write!(f, "no answer within {} ms", after.as_millis()),
+            UpstreamError::Closed => f.write_str("connection closed before the answer"),
+            UpstreamError::Io(kind) => write!(f, "socket error: {kind}"),
+            UpstreamError::BadHead(e) => write!(f, "bad answer: {e}"),
+            UpstreamError::BadBody(e) => write!(f, "bad answer: {e}"),
+        }
+    }
+}
+
+/// What happened on a connection.
+#[derive(Debug)]
+pub enum UpstreamEvent {
+    /// The TCP connection is established; the connection is idle.
+    Connected,
+    /// A complete answer to `leg`; the connection is idle again when `keep_alive`.
+    Answered {
+        /// The leg that was answered.
+        leg: Leg,
+        /// The answer.
+        response: Response,
+        /// Whether the connection can carry another request.
+        keep_alive: bool,
+    },
+    /// The connection failed; it must be closed. `leg` is the request it was carrying.
+    Failed {
+        /// The leg in flight, if any.
+        leg: Option<Leg>,
+        /// What went wrong.
+        error: UpstreamError,
+        /// A reused connection failed before any answer byte: sending again on a fresh
+        /// connection is safe (every Engine API call is idempotent) and likely to work.
+        retryable: bool,
+    },
+}
+
+/// A client connection to an upstream.
+#[derive(Debug)]
+pub struct Upstream {
+    stream: TcpStream,
+    /// Index of the upstream this connection belongs to.
+    pub upstream: usize,
+    /// The lane it serves.
+    pub lane: Lane,
+    state: State,
+    /// Answers completed on this connection; a connection with any is "reused".
+    served: u64,
+    readable: bool,
+    writable: bool,
+    max_head_bytes: usize,
+    max_body_bytes: usize,
+}
+
+/// What the connection is waiting for.
+#[derive(Debug)]
+enum State {
+    /// TCP handshake in progress.
+    Connecting { deadline: Instant },
+    /// Connected, nothing in flight.
+    Idle,
+    /// Writing the request; `written` counts head then body bytes.
+    Sending {
+        leg: Leg,
+        head: Vec<u8>,
+        written: usize,
+        deadline: Instant,
+        timeout: Duration,
+    },
+    /// Reading the answer.
+    Receiving {
+        leg: Leg,
+        deadline: Instant,
+        timeout: Duration,
+        answer: Answer,
+    },
+    /// Failed or finished; waiting to be removed.
+    Dead,
+}
+
+/// How far an answer has been read.
+#[derive(Debug)]
+enum Answer {
+    /// Reading the head; `buf` holds its bytes so far.
+    Head { buf: Vec<u8> },
+    /// A `Content-Length` body, read in place.
+    Length {
+        head: ResponseHead,
+        body: Vec<u8>,
+        expected: usize,
+    },
+    /// A chunked or close-delimited body.
+    Framed {
+        head: ResponseHead,
+        reader: BodyReader,
+        body: Vec<u8>,
+    },
+}
+
+impl Upstream {
+    /// Starts a non-blocking connect to `addr`.
+    pub fn connect(
+        addr: SocketAddr,
+        upstream: usize,
+        lane: Lane,
+        deadline: Instant,
+        max_head_bytes: usize,
+        max_body_bytes: usize,
+    ) -> io::Result<Upstream> {
+        let stream = TcpStream::connect(addr)?;
+        Ok(Upstream {
+            stream,
+            upstream,
+            lane,
+            state: State::Connecting { deadline },
+            served: 0,
+            readable: false,
+            writable: false,
+            max_head_bytes,
+            max_body_bytes,
+        })
+    }
+
+    /// The socket, for (de)registration.
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// Connected and free to carry a request.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Idle)
+    }
+
+    /// The connection is of no further use.
+    pub fn is_dead(&self) -> bool {
+        matches!(self.state, State::Dead)
+    }
+
+    /// The leg in flight, if any.
+    pub fn leg(&self) -> Option<&Leg> {
+        match &self.state {
+            State::Sending { leg, .. } | State::Receiving { leg, .. } => Some(leg),
+            _ => None,
+        }
+    }
+
+    /// When the current phase times out.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.state {
+            State::Connecting { deadline }
+            | State::Sending { deadline, .. }
+            | State::Receiving { deadline, .. } => Some(deadline),
+            State::Idle | State::Dead => None,
+        }
+    }
+
+    /// Records readiness from the poller.
+    pub fn on_ready(&mut self, readable: bool, writable: bool) {
+        self.readable |= readable;
+        self.writable |= writable;
+    }
+
+    /// Begins sending `leg` with the given head; the connection must be idle.
+    pub fn start(&mut self, leg: Leg, head: Vec<u8>, now: Instant, timeout: Duration) {
+        debug_assert!(self.is_idle(), "start on a busy connection");
+        self.state = State::Sending {
+            leg,
+            head,
+            written: 0,
+            deadline: now + timeout,
+            timeout,
+        };
+    }
+
+    /// Does whatever I/O readiness allows and reports what happened, if anything.
+    pub fn drive(&mut self) -> Option<UpstreamEvent> {
+        match &self.state {
+            State::Connecting { .. } if self.writable => self.finish_connect(),
+            State::Connecting { .. } => None,
+            State::Sending { .. } if self.writable => self.send(),
+            State::Sending { .. } => None,
+            State::Receiving { .. } if self.readable => self.receive(),
+            State::Receiving { .. } => None,
+            State::Idle if self.readable => self.idle_read(),
+            State::Idle | State::Dead => None,
+        }
+    }
+
+    /// The deadline passed: the phase in progress failed.
+    pub fn on_timeout(&mut self, now: Instant) -> Option<UpstreamEvent> {
+        let deadline = self.deadline()?;
+        if now < deadline {
+            return None;
+        }
+        let error = match &self.state {
+            State::Connecting { .. } => UpstreamError::ConnectTimeout,
+            State::Sending { timeout, .. } | State::Receiving { timeout, .. } => {
+                UpstreamError::Timeout(*timeout)
+            }
+            State::Idle | State::Dead => return None,
+        };
+        // A timed-out connection may still deliver the late answer: it is never reused.
+        Some(self.fail(error, false))
+    }
+
+    /// Takes the leg out of a connection that is being discarded.
+    pub fn take_leg(&mut self) -> Option<Leg> {
+        match std::mem::replace(&mut self.state, State::Dead) {
+            State::Sending { leg, .. } | State::Receiving { leg, .. } => Some(leg),
+            _ => None,
+        }
+    }
+
+    fn finish_connect(&mut self) -> Option<UpstreamEvent> {
+        // mio's recipe: a writable event on a connecting socket means done or failed;
+        // `take_error` tells which, and `peer_addr` confirms the connection is real.
+        match self.stream.take_error() {
+            Ok(Some(e)) | Err(e) => {
+                return Some(self.fail(UpstreamError::Connect(e.kind()), false));
+            }
+            Ok(None) => {}
+        }
+        match self.stream.peer_addr() {
+            Ok(_) => {
+                let _ = self.stream.set_nodelay(true);
+                self.state = State::Idle;
+                Some(UpstreamEvent::Connected)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                // Spurious wake-up: still connecting.
+                self.writable = false;
+                None
+            }
+            Err(e) => Some(self.fail(UpstreamError::Connect(e.kind()), false)),
+        }
+    }
+
+    fn send(&mut self) -> Option<UpstreamEvent> {
+        let State::Sending {
+            leg, head, written, ..
+        } = &mut self.state
+        else {
+            return None;
+        };
+        let body: &[u8] = &leg.request.body;
+        let total = head.len() + body.len();
+        for _ in 0..MAX_IO_ROUNDS {
+            if *written >= total {
+                break;
+            }
+            let result = if *written < head.len() {
+                let bufs = [IoSlice::new(&head[*written..]), IoSlice::new(body)];
+                self.stream.write_vectored(&bufs)
+            } else {
+                self.stream.write(&body[*written - head.len()..])
+            };
+            match result {
+                Ok(0) => return Some(self.fail(UpstreamError::Closed, true)),
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.writable = false;
+                    return None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Some(self.fail(UpstreamError::Io(e.kind()), true)),
+            }
+        }
+        if *written < total {
+            // Round budget spent; the loop comes back to this connection on its own.
+            return None;
+        }
+        let State::Sending {
+            leg,
+            deadline,
+            timeout,
+            ..
+        } = std::mem::replace(&mut self.state, State::Dead)
+        else {
+            return None;
+        };
+        self.state = State::Receiving {
+            leg,
+            deadline,
+            timeout,
+            answer: Answer::Head { buf: Vec::new() },
+        };
+        // The answer may already be waiting.
+        if self.readable {
+            return self.receive();
+        }
+        None
+    }
+
+    fn receive(&mut self) -> Option<UpstreamEvent> {
+        let mut chunk = [0u8; 16 * 1024];
+        for _ in 0..MAX_IO_ROUNDS {
+            let State::Receiving { answer, .. } = &mut self.state else {
+                return None;
+            };
+            let result = match answer {
+                // Bodies framed by length are read straight into their final buffer.
+                Answer::Length { body, expected, .. } => {
+                    read_up_to(&mut self.stream, body, *expected, READ_CHUNK_BYTES)
+                }
+                Answer::Head { .. } | Answer::Framed { .. } => self.stream.read(&mut chunk),
+            };
+            let event = match result {
+                Ok(0) => self.on_eof(),
+                Ok(n) => self.on_bytes(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    return None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+                Err(e) => {
+                    let got_bytes = self.got_answer_bytes();
+                    Some(self.fail(UpstreamError::Io(e.kind()), !got_bytes))
+                }
+            };
+            if event.is_some() {
+                return event;
+            }
+        }
+        None
+    }
+
+    /// Bytes arrived on an idle connection: the server closed it (or misbehaves).
+    fn idle_read(&mut self) -> Option<UpstreamEvent> {
+        let mut byte = [0u8; 1];
+        match self.stream.read(&mut byte) {
+            Ok(0) => Some(self.fail(UpstreamError::Closed, false)),
+            Ok(_) => Some(self.fail(UpstreamError::BadHead(HeadError::Malformed), false)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.readable = false;
+                None
+            }
+            Err(e) => Some(self.fail(UpstreamError::Io(e.kind()), false)),
+        }
+    }
+
+    fn got_answer_bytes(&self) -> bool {
+        match &self.state {
+            State::Receiving { answer, .. } => match answer {
+                Answer::Head { buf } => !buf.is_empty(),
+                Answer::Length { .. } | Answer::Framed { .. } => true,
+            },
+            _ => false,
+        }
+    }
+
+    fn on_eof(&mut self) -> Option<UpstreamEvent> {
+        if let State::Receiving {
+            answer: Answer::Framed { reader, .. },
+            ..
+        } = &mut self.state
+        {
+            if reader.on_eof().is_ok() {
+                return self.complete(false);
+            }
+        }
+        let got_bytes = self.got_answer_bytes();
+        Some(self.fail(UpstreamError::Closed, !got_bytes))
+    }
+
+    /// Handles bytes just read: `chunk` for head and framed phases; for length-framed bodies
+    /// the bytes are already in place and `chunk` is ignored.
+    fn on_bytes(&mut self, chunk: &[u8]) -> Option<UpstreamEvent> {
+        let State::Receiving { answer, .. } = &mut self.state else {
+            return None;
+        };
+        match answer {
+            Answer::Length { body, expected, .. } => {
+                if body.len() >= *expected {
+                    return self.complete(true);
+                }
+                None
+            }
+            Answer::Framed { reader, body, .. } => match reader.feed(chunk, body) {
+                Err(e) => Some(self.fail(UpstreamError::BadBody(e), false)),
+                // Bytes past the answer would be an unsolicited second answer: don't reuse.
+                Ok(progress) if progress.done => self.complete(progress.consumed == chunk.len()),
+                Ok(_) => None,
+            },
+            Answer::Head { buf } => {
+                buf.extend_from_slice(chunk);
+                self.on_head_bytes()
+            }
+        }
+    }
+
+    /// Parses the head once complete and moves any body bytes after it to the body phase.
+    fn on_head_bytes(&mut self) -> Option<UpstreamEvent> {
+        let (max_head_bytes, max_body_bytes) = (self.max_head_bytes, self.max_body_bytes);
+        let State::Receiving { answer, .. } = &mut self.state else {
+            return None;
+        };
+        let Answer::Head { buf } = answer else {
+            return None;
+        };
+        let head = loop {
+            match parse_response_head(buf, max_head_bytes) {
+                Ok(None) => return None,
+                Err(e) => return Some(self.fail(UpstreamError::BadHead(e), false)),
+                // `100 Continue` and friends precede the real answer.
+                Ok(Some(head)) if head.is_interim() => {
+                    buf.drain(..head.head_bytes);
+                }
+                Ok(Some(head)) => break head,
+            }
+        };
+        let rest = buf.split_off(head.head_bytes);
+        match head.framing {
+            Framing::Length(n) if n > max_body_bytes as u64 => {
+                Some(self.fail(UpstreamError::BadBody(BodyError::TooLarge), false))
+            }
+            Framing::Length(n) => {
+                // Bounded by max_body_bytes just above, so the cast is exact.
+                let expected = n as usize;
+                let mut body = Vec::with_capacity(expected);
+                body.extend_from_slice(&rest[..rest.len().min(expected)]);
+                let surplus = rest.len() > expected;
+                *answer = Answer::Length {
+                    head,
+                    body,
+                    expected,
+                };
+                if surplus {
+                    // Bytes past the answer would be an unsolicited second answer: don't reuse.
+                    return self.complete(false);
+                }
+                self.on_bytes(&[])
+            }
+            framing => {
+                let mut reader = BodyReader::new(framing, max_body_bytes);
+                if reader.is_done() {
+                    *answer = Answer::Framed {
+                        head,
+                        reader,
+                        body: Vec::new(),
+                    };
+                    return self.complete(rest.is_empty());
+                }
+                let mut body = Vec::new();
+                match reader.feed(&rest, &mut body) {
+                    Err(e) => Some(self.fail(UpstreamError::BadBody(e), false)),
+                    Ok(progress) => {
+                        let done = progress.done;
+                        let clean = progress.consumed == rest.len();
+                        *answer = Answer::Framed { head, reader, body };
+                        if done { self.complete(clean) } else { None }
+                    }
+                }
+            }
+        }
+    }
+
+    fn complete(&mut self, keep_alive: bool) -> Option<UpstreamEvent> {
+        let State::Receiving { leg, answer, .. } = std::mem::replace(&mut self.state, State::Dead)
+        else {
+            return None;
+        };
+        let (head, body) = match answer {
+            Answer::Length { head, body, .. } | Answer::Framed { head, body, .. } => (head, body),
+            Answer::Head { .. } => return None,
+        };
+        let keep_alive = keep_alive && head.keep_alive;
+        self.served += 1;
+        if keep_alive {
+            self.state = State::Idle;
+        }
+        Some(UpstreamEvent::Answered {
+            leg,
+            response: Response {
+                status: head.status,
+                content_type: head.content_type,
+                body,
+            },
+            keep_alive,
+        })
+    }
+
+    fn fail(&mut self, error: UpstreamError, before_answer: bool) -> UpstreamEvent {
+        let leg = self.take_leg();
+        UpstreamEvent::Failed {
+            retryable: before_answer && self.served > 0 && leg.is_some(),
+            leg,
+            error,
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Limits: body and head sizes, slowloris timeouts, bounded memory under a dead execution client.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::mock_el::MockEl;
+use crate::support::{Client, ProxyProcess, WAIT, get, post, rpc};
+
+#[test]
+fn body_over_limit_is_413_without_reading_it() {
+    let el = MockEl::start("el-0");
+    let proxy = ProxyProcess::start(&["--el", &el.url(), "--max-body", "1KiB"]);
+    let mut client = Client::connect(proxy.addr());
+    client.send(b"POST / HTTP/1.1\r\nHost: p\r\nContent-Length: 5000\r\n\r\n");
+    let answer = client.read_response();
+    assert_eq!(answer.status, 413);
+    assert_eq!(answer.json()["error"]["code"], -32600);
+    assert!(client.is_closed());
+    // A chunked body that grows past the limit is refused too.
+    let mut client = Client::connect(proxy.addr());
+    let chunk = vec![b' '; 800];
+    let mut message = b"POST / HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..2 {
+        message.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        message.extend_from_slice(&chunk);
+        message.extend_from_slice(b"\r\n");
+    }
+    client.send(&message);
+    assert_eq!(client.read_response().status, 413);
+    assert!(el.received().is_empty());
+}
+
+#[test]
+fn head_over_limit_is_431() {
+    let el = MockEl::start("el-0");
+    let proxy = ProxyProcess::start(&["--el", &el.url(), "--max-header", "1KiB"]);
+    let mut client = Client::connect(proxy.addr());
+    let padding = "x".repeat(2000);
+    client.send(
+        format!("POST / HTTP/1.1\r\nHost: p\r\nX-Pad: {padding}\r\nContent-Length: 2\r\n\r\n{{}}")
+            .as_bytes(),
+    );
+    let answer = client.read_response();
+    assert_eq!(answer.status, 431);
+    assert!(answer.json()["error"]["message"].is_string());
+}
+
+#[test]
+fn slowloris_head_is_answered_408_and_closed() {
+    let el = MockEl::start("el-0");
+    let proxy = ProxyProcess::start(&["--el", &el.url(), "--header-timeout", "1"]);
+    let mut client = Client::connect(proxy.addr());
+    let started = Instant::now();
+    client.send(b"POST / HTTP/1.1\r\nHost: p\r\nX-Slow: ");
+    let answer = client.read_response();
+    assert_eq!(answer.status, 408);
+    assert!(client.is_closed());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    // The proxy still serves others.
+    assert_eq!(
+        post(proxy.addr(), &rpc(json!(1), "eth_chainId", json!([]))).status,
+        200
+    );
+}
+
+#[test]
+fn idle_connection_is_closed_after_idle_timeout() {
+    let el = MockEl::start("el-0");
+    let proxy = ProxyProcess::start(&["--el", &el.url(), "--idle-timeout", "1"]);
+    let mut client = Client::connect(proxy.addr());
+    assert!(client.is_closed());
+    drop(proxy);
+}
+
+#[test]
+fn connection_limit_refuses_extra_connections() {
+    let el = MockEl::start("el-0");
+    let proxy = ProxyProcess::start(&["--el", &el.url(), "--max-connections", "2"]);
+    let _a = Client::connect(proxy.addr());
+    let _b = Client::connect(proxy.addr());
+    let mut c = Client::connect(proxy.addr());
+    assert!(c.is_closed(), "third connection refused");
+    assert!(
+        proxy
+            .wait_log("--max-connections 2 reached", WAIT)
+            .is_some()
+    );
+}
+
+/// A 2 MB `newPayload` with a unique block hash.
+fn big_new_payload(n: u32) -> Vec<u8> {
+    let transaction = format!("\"0x{}\"", "ab".repeat(1000));
+    let transactions = vec![transaction; 1000].join(",");
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{n},"method":"engine_newPayloadV3","params":[{{"blockHash":"0x{n:064x}","timestamp":"0x1","transactions":[{transactions}]}},[],"0x{z}"]}}"#,
+        z = "0".repeat(64)
+    )
+    .into_bytes()
+}
+
+/// One EL dead, 200 × 2 MB requests: the dead EL's queue stays within its byte bound, drops are
+/// counted and logged, and the proxy's peak RSS stays under the bound stated in the README.
+#[test]
+fn dead_el_queue_keeps_memory_bounded() {
+    const QUEUE_MIB: u64 = 32;
+    /// Queue bound + a few in-flight 2 MB bodies + the runtime's own ~10 MiB.
+    const RSS_BOUND_MIB: u64 = QUEUE_MIB + 32;
+    let alive = MockEl::start("el-0");
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        url
+    };
+    let queue = format!("{QUEUE_MIB}MiB");
+    let proxy = ProxyProcess::start(&[
+        "--el",
+        &alive.url(),
+        "--el",
+        &dead,
+        "--queue-max-bytes",
+        &queue,
+    ]);
+    let mut client = Client::connect(proxy.addr());
+    for n in 0..200 {
+        client.post("/", &big_new_payload(n), "");
+        assert_eq!(client.read_response().status, 200);
+    }
+    let (rss, peak) = proxy.rss_kib();
+    eprintln!(
+        "RSS after 200 x 2 MB with one dead EL: {} MiB (peak {} MiB)",
+        rss / 1024,
+        peak / 1024
+    );
+    assert!(
+        peak / 1024 < RSS_BOUND_MIB,
+        "peak RSS {} MiB over the {RSS_BOUND_MIB} MiB bound",
+        peak / 1024
+    );
+    assert!(proxy.wait_log("queue full, dropped", WAIT).is_some());
+    let metrics = get(proxy.addr(), "/metrics").text();
+    let dropped: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("sync_proxy_upstream_dropped_total") && l.contains(&dead))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(dropped >= 200 - 17, "dropped {dropped}");
+    assert_eq!(alive.wait_for(200, WAIT).len(), 200);
+}

@@ -1,0 +1,10 @@
+//! The single integration-test binary: the built `sync-proxy` against mock execution clients
+//! and test beacon nodes, all speaking real HTTP on loopback.
+
+mod support;
+
+mod failover;
+mod keepalive;
+mod limits;
+mod proxy;
+mod shutdown;

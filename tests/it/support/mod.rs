@@ -1,0 +1,372 @@
+//! Test support: the built binary as a child process, mock execution clients speaking real HTTP,
+//! and a small blocking HTTP client playing the beacon node. Everything on loopback.
+
+#![allow(dead_code)]
+
+pub mod mock_el;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Longest a test waits for anything; generous for a loaded 2-core CI machine.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A running `sync-proxy` process.
+pub struct ProxyProcess {
+    child: Child,
+    addr: SocketAddr,
+    logs: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl ProxyProcess {
+    /// Starts the binary with `args` plus `--listen 127.0.0.1:0`, waiting until it listens.
+    pub fn start(args: &[&str]) -> ProxyProcess {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Like [`ProxyProcess::start`] with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> ProxyProcess {
+        let mut all: Vec<&str> = Vec::new();
+        if !args.contains(&"--listen") {
+            all.extend(["--listen", "127.0.0.1:0"]);
+        }
+        all.extend_from_slice(args);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sync-proxy"));
+        command
+            .args(&all)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start sync-proxy");
+        let logs: Arc<(Mutex<Vec<String>>, Condvar)> = Arc::default();
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&logs);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let (lock, condvar) = &*sink;
+                lock.lock().unwrap().push(line);
+                condvar.notify_all();
+            }
+        });
+        let line = wait_line(&logs, "listening on", WAIT).unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("proxy did not start: {:?}", logs.0.lock().unwrap());
+        });
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .expect("listen address in log");
+        ProxyProcess { child, addr, logs }
+    }
+
+    /// Where the proxy listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// All log lines so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.0.lock().unwrap().clone()
+    }
+
+    /// Waits for a log line containing `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        wait_line(&self.logs, needle, timeout)
+    }
+
+    /// Sends a signal (e.g. `libc::SIGTERM` as 15) with `kill`.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Resident set size and its peak, in KiB, from `/proc`.
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_line(
+    logs: &Arc<(Mutex<Vec<String>>, Condvar)>,
+    needle: &str,
+    timeout: Duration,
+) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    let (lock, condvar) = &**logs;
+    let mut lines = lock.lock().unwrap();
+    loop {
+        if let Some(line) = lines.iter().find(|l| l.contains(needle)) {
+            return Some(line.clone());
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        lines = condvar.wait_timeout(lines, deadline - now).unwrap().0;
+    }
+}
+
+/// An HTTP answer as a test sees it.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A client connection to the proxy (a beacon node, or nginx).
+pub struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    /// Connects to `addr`.
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect to proxy");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Sends raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write to proxy");
+    }
+
+    /// Sends a JSON-RPC POST on this connection (keep-alive).
+    pub fn post(&mut self, path: &str, body: &[u8], extra_headers: &str) {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra_headers}\r\n",
+            body.len()
+        );
+        let mut message = head.into_bytes();
+        message.extend_from_slice(body);
+        self.send(&message);
+    }
+
+    /// Reads one response (Content-Length framed; the proxy always frames its answers so).
+    pub fn read_response(&mut self) -> HttpResponse {
+        self.try_read_response().expect("a response from the proxy")
+    }
+
+    /// Reads one response, or `None` if the connection closed first.
+    pub fn try_read_response(&mut self) -> Option<HttpResponse> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut response = httparse::Response::new(&mut headers);
+            if let Ok(httparse::Status::Complete(head_len)) = response.parse(&self.buf) {
+                let status = response.code.unwrap_or(0);
+                let headers: Vec<(String, String)> = response
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_ascii_lowercase(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect();
+                let length: usize = headers
+                    .iter()
+                    .find(|(k, _)| k == "content-length")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
+                if self.buf.len() >= head_len + length {
+                    let body = self.buf[head_len..head_len + length].to_vec();
+                    self.buf.drain(..head_len + length);
+                    return Some(HttpResponse {
+                        status,
+                        headers,
+                        body,
+                    });
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) => panic!("reading from proxy: {e}"),
+            }
+        }
+    }
+
+    /// Whether the proxy closed the connection (EOF within the wait).
+    pub fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
+    }
+}
+
+/// One POST on a fresh connection; returns the answer.
+pub fn post(addr: SocketAddr, body: &[u8]) -> HttpResponse {
+    post_with(addr, "/", body, "")
+}
+
+/// One POST on a fresh connection with a path and extra header lines (each ending in CRLF).
+pub fn post_with(addr: SocketAddr, path: &str, body: &[u8], extra_headers: &str) -> HttpResponse {
+    let mut client = Client::connect(addr);
+    client.post(path, body, extra_headers);
+    client.read_response()
+}
+
+/// One GET on a fresh connection.
+pub fn get(addr: SocketAddr, path: &str) -> HttpResponse {
+    let mut client = Client::connect(addr);
+    client.send(format!("GET {path} HTTP/1.1\r\nHost: proxy\r\n\r\n").as_bytes());
+    client.read_response()
+}
+
+/// Waits until `check` holds, polling `/status` or anything cheap; bounded by `timeout`.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A fixture request body (`tests/fixtures/engine/<path>`), compact.
+pub fn fixture_request(path: &str) -> Vec<u8> {
+    let text = std::fs::read_to_string(format!(
+        "{}/tests/fixtures/engine/{path}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap_or_else(|e| panic!("fixture {path}: {e}"));
+    let value: serde_json::Value = serde_json::from_str(&text).expect("fixture JSON");
+    serde_json::to_vec(&value["request"]).unwrap()
+}
+
+/// A JSON-RPC request body.
+pub fn rpc(id: serde_json::Value, method: &str, params: serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(
+        &serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
+    )
+    .unwrap()
+}
+
+/// A `newPayloadV3` body for a block with this hash byte and timestamp.
+pub fn new_payload(id: u64, hash_byte: u8, timestamp: u64) -> Vec<u8> {
+    rpc(
+        serde_json::json!(id),
+        "engine_newPayloadV3",
+        serde_json::json!([{
+            "parentHash": format!("0x{}", "00".repeat(32)),
+            "blockHash": format!("0x{}", format!("{hash_byte:02x}").repeat(32)),
+            "blockNumber": "0x1",
+            "timestamp": format!("0x{timestamp:x}"),
+            "transactions": [],
+        }, [], format!("0x{}", "00".repeat(32))]),
+    )
+}
+
+/// A `forkchoiceUpdatedV3` body with this head hash byte, optionally with payload attributes.
+pub fn forkchoice(id: u64, head_byte: u8, attributes_timestamp: Option<u64>) -> Vec<u8> {
+    let head = format!("0x{}", format!("{head_byte:02x}").repeat(32));
+    let attributes = match attributes_timestamp {
+        Some(t) => serde_json::json!({
+            "timestamp": format!("0x{t:x}"),
+            "prevRandao": format!("0x{}", "00".repeat(32)),
+            "suggestedFeeRecipient": format!("0x{}", "00".repeat(20)),
+            "withdrawals": [],
+            "parentBeaconBlockRoot": format!("0x{}", "00".repeat(32)),
+        }),
+        None => serde_json::Value::Null,
+    };
+    rpc(
+        serde_json::json!(id),
+        "engine_forkchoiceUpdatedV3",
+        serde_json::json!([{"headBlockHash": head, "safeBlockHash": head, "finalizedBlockHash": head}, attributes]),
+    )
+}
+
+/// Now as Unix seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}

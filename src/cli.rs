@@ -97,7 +97,8 @@ pub struct Args {
     #[argh(option)]
     pub max_lag: Option<String>,
 
-    /// address or CIDR whose X-Forwarded-For / X-Real-IP is believed, repeatable (loopback always)
+    /// address or CIDR whose X-Forwarded-For / X-Real-IP is believed, repeatable, in addition to
+    /// loopback; `none` believes nobody
     #[argh(option)]
     pub trusted_proxy: Vec<String>,
 

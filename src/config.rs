@@ -12,7 +12,7 @@ use std::time::Duration;
 use log::LevelFilter;
 
 use crate::cli::Args;
-use crate::identity::Cidr;
+use crate::identity::{self, Cidr};
 use crate::jwt::Secret;
 use crate::network::{Chain, Network};
 use crate::tracker::TrackerConfig;
@@ -95,7 +95,7 @@ pub struct Config {
     pub chain_name: Box<str>,
     /// Beacon-node selection settings.
     pub tracker: TrackerConfig,
-    /// Peers whose forwarding headers are believed (loopback is always trusted).
+    /// Peers whose forwarding headers are believed (loopback unless `--trusted-proxy none`).
     pub trusted_proxies: Vec<Cidr>,
     /// Secret inbound tokens are verified with.
     pub jwt_secret: Option<Secret>,
@@ -191,14 +191,7 @@ impl Config {
             max_lag_slots: optional(&args.max_lag, "--max-lag", |v| parse_u64("--max-lag", v))?
                 .unwrap_or(defaults.max_lag_slots),
         };
-        let mut trusted_proxies = Vec::new();
-        for value in &args.trusted_proxy {
-            trusted_proxies.push(
-                value
-                    .parse::<Cidr>()
-                    .map_err(|reason| error("--trusted-proxy", value, &reason.to_string()))?,
-            );
-        }
+        let trusted_proxies = parse_trusted(&args.trusted_proxy)?;
         Ok(Config {
             listen,
             upstreams,
@@ -412,6 +405,22 @@ fn parse_bytes(flag: &'static str, value: &str) -> Result<usize, ConfigError> {
         return Err(error(flag, value, "must be greater than zero"));
     }
     usize::try_from(bytes).map_err(|_| bad())
+}
+
+/// Loopback plus the listed blocks; `none` alone trusts nobody (not even loopback).
+fn parse_trusted(values: &[String]) -> Result<Vec<Cidr>, ConfigError> {
+    if values.len() == 1 && values[0].trim() == "none" {
+        return Ok(Vec::new());
+    }
+    let mut trusted = identity::default_trusted();
+    for value in values {
+        trusted.push(
+            value
+                .parse::<Cidr>()
+                .map_err(|reason| error("--trusted-proxy", value, &reason.to_string()))?,
+        );
+    }
+    Ok(trusted)
 }
 
 fn parse_level(value: &str) -> Result<LevelFilter, ConfigError> {

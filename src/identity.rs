@@ -2,7 +2,8 @@
 //!
 //! In order: the `id` claim of a verified JWT; the request path when it is not `/` (a beacon
 //! node configured with `http://proxy:25590/bn-2` is `bn-2`); the left-most `X-Forwarded-For`
-//! address (or `X-Real-IP`) when the direct peer is a trusted proxy; else the peer's IP.
+//! address (or `X-Real-IP`) when the direct peer is a trusted proxy (loopback unless the operator
+//! says otherwise); else the peer's IP.
 //! Forwarding headers from untrusted peers are ignored, so a beacon node cannot pose as another.
 
 use std::fmt;
@@ -90,9 +91,23 @@ pub struct Evidence<'a> {
     pub real_ip: Option<&'a str>,
 }
 
-/// Whether forwarding headers from `peer` are believed: loopback always, else a listed block.
+/// The blocks trusted when the operator names none: loopback, where nginx usually runs.
+pub fn default_trusted() -> Vec<Cidr> {
+    vec![
+        Cidr {
+            network: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            prefix: 8,
+        },
+        Cidr {
+            network: IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            prefix: 128,
+        },
+    ]
+}
+
+/// Whether forwarding headers from `peer` are believed: it lies in a trusted block.
 pub fn is_trusted(peer: IpAddr, trusted: &[Cidr]) -> bool {
-    canonical(peer).is_loopback() || trusted.iter().any(|cidr| cidr.contains(peer))
+    trusted.iter().any(|cidr| cidr.contains(peer))
 }
 
 /// The beacon node's identity for a request from `peer`.
@@ -205,7 +220,10 @@ mod tests {
             forwarded_for: Some("10.0.0.1"),
             real_ip: None,
         };
-        assert_eq!(identify(&evidence, ip("127.0.0.1"), &[]), "lighthouse-1");
+        assert_eq!(
+            identify(&evidence, ip("127.0.0.1"), &default_trusted()),
+            "lighthouse-1"
+        );
     }
 
     #[test]
@@ -229,8 +247,14 @@ mod tests {
             forwarded_for: Some("203.0.113.5, 10.0.0.1"),
             ..Evidence::default()
         };
-        assert_eq!(identify(&evidence, ip("127.0.0.1"), &[]), "203.0.113.5");
-        assert_eq!(identify(&evidence, ip("::1"), &[]), "203.0.113.5");
+        assert_eq!(
+            identify(&evidence, ip("127.0.0.1"), &default_trusted()),
+            "203.0.113.5"
+        );
+        assert_eq!(
+            identify(&evidence, ip("::1"), &default_trusted()),
+            "203.0.113.5"
+        );
     }
 
     #[test]
@@ -241,7 +265,15 @@ mod tests {
             real_ip: Some("203.0.113.6"),
             ..Evidence::default()
         };
-        assert_eq!(identify(&evidence, ip("192.0.2.9"), &[]), "192.0.2.9");
+        assert_eq!(
+            identify(&evidence, ip("192.0.2.9"), &default_trusted()),
+            "192.0.2.9"
+        );
+        assert_eq!(
+            identify(&evidence, ip("127.0.0.1"), &[]),
+            "127.0.0.1",
+            "loopback untrusted by choice"
+        );
         let trusted = ["192.0.2.0/24".parse().unwrap()];
         assert_eq!(
             identify(&evidence, ip("192.0.2.9"), &trusted),
@@ -256,7 +288,10 @@ mod tests {
             real_ip: Some("2001:db8::7"),
             ..Evidence::default()
         };
-        assert_eq!(identify(&evidence, ip("127.0.0.1"), &[]), "2001:db8::7");
+        assert_eq!(
+            identify(&evidence, ip("127.0.0.1"), &default_trusted()),
+            "2001:db8::7"
+        );
     }
 
     #[test]

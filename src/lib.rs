@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod event_loop;
 pub mod exchange;
@@ -38,7 +39,10 @@ use crate::event_loop::Proxy;
 
 /// Runs the proxy with `config` until a signal stops it.
 pub fn run(config: Config) -> io::Result<()> {
-    let mut proxy = Proxy::bind(config.clone())?;
+    let listen = config.listen;
+    let mut proxy = Proxy::bind(config.clone()).map_err(|e| {
+        io::Error::new(e.kind(), format!("cannot listen on --listen {listen}: {e}"))
+    })?;
     log_startup(&config, &proxy);
     proxy.run()?;
     info!("stopped");

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use sync_proxy::cli;
+use sync_proxy::cli::{self, Command};
 use sync_proxy::config::Config;
 
 fn main() -> ExitCode {
@@ -22,6 +22,16 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(code).unwrap_or(2));
         }
     };
+    if let Some(Command::Demo(demo)) = &args.command {
+        init_logging(log::LevelFilter::Info);
+        return match sync_proxy::demo::run(demo) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sync-proxy demo: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::from_args(&args) {
         Ok(config) => config,
         Err(e) => {

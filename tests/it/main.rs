@@ -3,8 +3,11 @@
 
 mod support;
 
+mod auth;
+mod beacon;
 mod failover;
 mod keepalive;
 mod limits;
 mod proxy;
 mod shutdown;
+mod startup;

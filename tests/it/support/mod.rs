@@ -31,7 +31,7 @@ impl ProxyProcess {
     /// Like [`ProxyProcess::start`] with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> ProxyProcess {
         let mut all: Vec<&str> = Vec::new();
-        if !args.contains(&"--listen") {
+        if !args.contains(&"--listen") && !args.contains(&"-addr") {
             all.extend(["--listen", "127.0.0.1:0"]);
         }
         all.extend_from_slice(args);
@@ -369,4 +369,50 @@ pub fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+/// A 32-byte secret written as hex to a temp file; returns (bytes, path).
+pub fn secret_file(tag: &str, byte: u8) -> ([u8; 32], String) {
+    let secret = [byte; 32];
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let path =
+        std::env::temp_dir().join(format!("sync-proxy-test-{}-{tag}.hex", std::process::id()));
+    std::fs::write(&path, format!("0x{hex}\n")).expect("write secret");
+    (secret, path.to_string_lossy().into_owned())
+}
+
+/// The hex text of a secret, as it would leak.
+pub fn secret_hex(secret: &[u8; 32]) -> String {
+    secret.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An HS256 token with this header and claims, signed independently of the proxy's code.
+pub fn token(secret: &[u8; 32], header: &serde_json::Value, claims: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    use hmac::{KeyInit, Mac};
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let signing_input = format!(
+        "{}.{}",
+        engine.encode(serde_json::to_vec(header).unwrap()),
+        engine.encode(serde_json::to_vec(claims).unwrap())
+    );
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    mac.update(signing_input.as_bytes());
+    format!(
+        "{signing_input}.{}",
+        engine.encode(mac.finalize().into_bytes())
+    )
+}
+
+/// `Authorization: Bearer <token>` header line for `{"iat": iat}` (+ optional id).
+pub fn bearer_line(secret: &[u8; 32], iat: u64, id: Option<&str>) -> String {
+    let mut claims = serde_json::json!({"iat": iat});
+    if let Some(id) = id {
+        claims["id"] = serde_json::json!(id);
+    }
+    let header = serde_json::json!({"alg": "HS256", "typ": "JWT"});
+    format!(
+        "Authorization: Bearer {}\r\n",
+        token(secret, &header, &claims)
+    )
 }

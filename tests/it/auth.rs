@@ -1,0 +1,231 @@
+//! JWT: beacon nodes verified with `--jwt-secret`, each execution client sent a fresh token
+//! signed with its own secret.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::mock_el::MockEl;
+use crate::support::{
+    ProxyProcess, WAIT, bearer_line, get, new_payload, post_with, rpc, secret_file, secret_hex,
+    token, unix_now,
+};
+
+#[test]
+fn bad_tokens_are_401_with_the_request_id() {
+    let el = MockEl::start("el-0");
+    let (secret, path) = secret_file("inbound-bad", 0x11);
+    let (other, _) = secret_file("inbound-other", 0x22);
+    let proxy = ProxyProcess::start(&["--el", &el.url(), "--jwt-secret", &path]);
+    let now = unix_now();
+    let hs256 = json!({"alg": "HS256", "typ": "JWT"});
+    let none_header = json!({"alg": "none", "typ": "JWT"});
+    let unsigned = {
+        let signed = token(&secret, &none_header, &json!({"iat": now}));
+        let mut parts: Vec<&str> = signed.split('.').collect();
+        parts[2] = "";
+        parts.join(".")
+    };
+    let cases: Vec<(&str, String)> = vec![
+        ("missing", String::new()),
+        ("not bearer", "Authorization: Basic dXNlcjpwYXNz\r\n".into()),
+        ("malformed", "Authorization: Bearer abc.def\r\n".into()),
+        ("wrong secret", bearer_line(&other, now, None)),
+        ("alg none", format!("Authorization: Bearer {unsigned}\r\n")),
+        (
+            "alg none signed",
+            format!(
+                "Authorization: Bearer {}\r\n",
+                token(&secret, &none_header, &json!({"iat": now}))
+            ),
+        ),
+        ("expired", bearer_line(&secret, now - 120, None)),
+        ("future", bearer_line(&secret, now + 120, None)),
+        (
+            "no iat",
+            format!(
+                "Authorization: Bearer {}\r\n",
+                token(&secret, &hs256, &json!({"id": "x"}))
+            ),
+        ),
+    ];
+    for (what, header) in cases {
+        let answer = post_with(
+            proxy.addr(),
+            "/",
+            &rpc(json!(41), "engine_exchangeCapabilities", json!([[]])),
+            &header,
+        );
+        assert_eq!(answer.status, 401, "{what}");
+        let body = answer.json();
+        assert_eq!(body["id"], 41, "{what}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("unauthorized"),
+            "{what}: {body}"
+        );
+    }
+    assert!(
+        el.received().is_empty(),
+        "nothing unauthenticated was forwarded"
+    );
+    // GET endpoints stay open.
+    assert_eq!(get(proxy.addr(), "/status").status, 200);
+    // A valid token passes.
+    let answer = post_with(
+        proxy.addr(),
+        "/",
+        &rpc(json!(42), "eth_chainId", json!([])),
+        &bearer_line(&secret, now, None),
+    );
+    assert_eq!(answer.status, 200);
+    assert_eq!(el.wait_for(1, WAIT).len(), 1);
+}
+
+#[test]
+fn each_el_gets_a_fresh_token_signed_with_its_own_secret() {
+    let el0 = MockEl::start("el-0");
+    let el1 = MockEl::start("el-1");
+    let (secret0, path0) = secret_file("el0", 0x33);
+    let (secret1, path1) = secret_file("el1", 0x44);
+    el0.verify_jwt(secret0);
+    el1.verify_jwt(secret1);
+    let url0 = format!("{}#jwt-secret={path0}", el0.url());
+    let url1 = format!("{}#jwt-secret={path1}", el1.url());
+    let proxy = ProxyProcess::start(&["--el", &url0, "--el", &url1]);
+    let before = unix_now();
+    let answer = post_with(
+        proxy.addr(),
+        "/",
+        &new_payload(1, 0x81, before),
+        "Authorization: Bearer from-the-beacon\r\n",
+    );
+    assert_eq!(answer.status, 200);
+    for el in [&el0, &el1] {
+        el.wait_for(1, WAIT);
+        let iats = el.token_iats();
+        assert!(!iats.is_empty());
+        for iat in iats {
+            let iat = iat.expect("token verifies with this EL's own secret");
+            assert!(iat >= before && iat <= unix_now(), "fresh iat");
+        }
+    }
+    // The URL's secret path never shows in /status.
+    let status = get(proxy.addr(), "/status").text();
+    assert!(
+        !status.contains(&path0) && !status.contains("jwt-secret"),
+        "{status}"
+    );
+}
+
+#[test]
+fn el_without_secret_receives_the_beacon_authorization_unchanged() {
+    let el = MockEl::start("el-0");
+    let proxy = ProxyProcess::start(&["--el", &el.url()]);
+    post_with(
+        proxy.addr(),
+        "/",
+        &rpc(json!(1), "eth_chainId", json!([])),
+        "Authorization: Bearer opaque.token.value\r\n",
+    );
+    let received = el.wait_for(1, WAIT);
+    assert_eq!(
+        received[0].header("authorization").as_deref(),
+        Some("Bearer opaque.token.value")
+    );
+}
+
+#[test]
+fn queued_request_is_signed_when_sent_not_when_received() {
+    let (secret, path) = secret_file("queued", 0x55);
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}#jwt-secret={path}");
+    let proxy = ProxyProcess::start(&["--el", &url, "--ack", "immediate"]);
+    let received_at = unix_now();
+    let answer = post_with(proxy.addr(), "/", &new_payload(1, 0x91, received_at), "");
+    assert_eq!(answer.json()["result"]["status"], "SYNCING");
+    assert!(proxy.wait_log("is down", WAIT).is_some());
+    // The EL comes back two seconds later; the queued call must carry a token from then.
+    std::thread::sleep(Duration::from_secs(2));
+    let el = MockEl::start_on(&format!("127.0.0.1:{port}"), "el-0");
+    el.verify_jwt(secret);
+    let came_back = unix_now();
+    let received = el.wait_for(1, WAIT);
+    assert_eq!(received.len(), 1);
+    let iat = el.token_iats()[0].clone().expect("valid token");
+    assert!(
+        iat >= came_back,
+        "iat {iat} is from send time (EL back at {came_back}), not {received_at}"
+    );
+}
+
+#[test]
+fn jwt_id_claim_names_the_beacon() {
+    let el = MockEl::start("el-0");
+    let (secret, path) = secret_file("id-claim", 0x66);
+    let proxy = ProxyProcess::start(&["--el", &el.url(), "--jwt-secret", &path]);
+    post_with(
+        proxy.addr(),
+        "/",
+        &new_payload(1, 0xa7, unix_now()),
+        &bearer_line(&secret, unix_now(), Some("lighthouse-7")),
+    );
+    let status = get(proxy.addr(), "/status").json();
+    assert_eq!(status["followed_beacon"], "lighthouse-7", "{status}");
+    let beacons: Vec<&Value> = status["beacons"].as_array().unwrap().iter().collect();
+    assert_eq!(beacons.len(), 1);
+}
+
+#[test]
+fn trace_logs_never_contain_a_secret() {
+    let el = MockEl::start("el-0");
+    let (secret, path) = secret_file("trace-in", 0x77);
+    let (el_secret, el_path) = secret_file("trace-el", 0x78);
+    el.verify_jwt(el_secret);
+    let url = format!("{}#jwt-secret={el_path}", el.url());
+    let proxy = ProxyProcess::start(&["--el", &url, "--jwt-secret", &path, "--log-level", "trace"]);
+    let header = bearer_line(&secret, unix_now(), Some("bn-x"));
+    post_with(
+        proxy.addr(),
+        "/",
+        &new_payload(1, 0xb7, unix_now()),
+        &header,
+    );
+    post_with(
+        proxy.addr(),
+        "/",
+        &new_payload(2, 0xb8, unix_now()),
+        "Authorization: Bearer wrong\r\n",
+    );
+    el.wait_for(1, WAIT);
+    get(proxy.addr(), "/status");
+    get(proxy.addr(), "/metrics");
+    let logs = proxy.logs().join("\n");
+    assert!(logs.contains("TRACE"), "trace level is on");
+    for leak in [secret_hex(&secret), secret_hex(&el_secret)] {
+        assert!(!logs.contains(&leak), "secret in logs");
+    }
+    let token = header.trim().trim_start_matches("Authorization: Bearer ");
+    assert!(!logs.contains(token), "token in logs");
+    let startup = Config::failure(&["--el", "127.0.0.1:1", "--jwt-secret", "/nonexistent/secret"]);
+    assert!(startup.contains("/nonexistent/secret"), "{startup}");
+}
+
+/// Start-up failures as a user sees them.
+struct Config;
+
+impl Config {
+    fn failure(args: &[&str]) -> String {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_sync-proxy"))
+            .args(args)
+            .output()
+            .expect("run sync-proxy");
+        assert_eq!(output.status.code(), Some(2));
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+}

@@ -1,0 +1,95 @@
+//! Start-up: a bad flag stops the proxy with one line naming it; flags also come from the
+//! environment and from the Go original's names.
+
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::support::mock_el::MockEl;
+use crate::support::{ProxyProcess, WAIT, post, rpc};
+
+fn start_failure(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_sync-proxy"))
+        .args(args)
+        .output()
+        .expect("run sync-proxy");
+    assert_eq!(output.status.code(), Some(2), "{args:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
+#[test]
+fn bad_values_stop_startup_with_one_line_naming_the_flag() {
+    for (args, flag) in [
+        (
+            &["--el", "127.0.0.1:1", "--max-body", "huge"][..],
+            "--max-body",
+        ),
+        (&["--el", "127.0.0.1:1", "--ack", "sometimes"][..], "--ack"),
+        (&["--el", "ftp://127.0.0.1:1"][..], "--el"),
+        (
+            &["--el", "127.0.0.1:1", "--listen", "localhost"][..],
+            "--listen",
+        ),
+        (
+            &["--el", "127.0.0.1:1", "--network", "goerli"][..],
+            "--network",
+        ),
+        (
+            &["--el", "127.0.0.1:1", "--beacon-timeout", "soon"][..],
+            "--beacon-timeout",
+        ),
+        (&[][..], "--el"),
+        (&["--el", "127.0.0.1:1", "--frobnicate"][..], "--frobnicate"),
+    ] {
+        let line = start_failure(args);
+        assert!(line.contains(flag), "{args:?}: {line}");
+    }
+}
+
+#[test]
+fn listen_address_in_use_names_the_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_sync-proxy"))
+        .args(["--el", "127.0.0.1:1", "--listen", &addr])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--listen") && stderr.contains(&addr),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn environment_and_go_flag_names_configure_the_proxy() {
+    let el = MockEl::start("el-0");
+    let proxy =
+        ProxyProcess::start_with_env(&[], &[("SYNC_PROXY_EL", &el.url()), ("LOG_LEVEL", "debug")]);
+    assert_eq!(
+        post(proxy.addr(), &rpc(json!(1), "eth_chainId", json!([]))).json()["result"],
+        "el-0"
+    );
+    assert!(
+        proxy.wait_log("DEBUG", WAIT).is_some(),
+        "LOG_LEVEL=debug took effect"
+    );
+    drop(proxy);
+    let legacy = ProxyProcess::start(&[
+        "-builders",
+        &format!("{},{}", el.url(), el.url()),
+        "-addr",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(
+        post(legacy.addr(), &rpc(json!(2), "eth_chainId", json!([]))).status,
+        200
+    );
+    assert!(
+        legacy.wait_log("execution client:", WAIT).is_some(),
+        "two execution clients configured"
+    );
+}

@@ -101,6 +101,8 @@ pub struct Config {
     pub jwt_secret: Option<Secret>,
     /// Log verbosity.
     pub log_level: LevelFilter,
+    /// This process's name in `Via` headers (`sync-proxy-<random>`), to detect forwarding loops.
+    pub instance: Box<str>,
 }
 
 /// A flag with a value that cannot be used.
@@ -260,6 +262,7 @@ impl Config {
                 None => LevelFilter::Info,
                 Some(level) => parse_level(level)?,
             },
+            instance: instance_name(),
         })
     }
 
@@ -269,6 +272,14 @@ impl Config {
             .iter()
             .filter(|u| u.kind == UpstreamKind::ExecutionClient)
     }
+}
+
+/// A name unique to this process: std's randomly keyed hasher gives the randomness.
+fn instance_name() -> Box<str> {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    format!("sync-proxy-{:016x}", hasher.finish()).into()
 }
 
 /// Units a bare number is read in.

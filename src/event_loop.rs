@@ -78,7 +78,6 @@ pub struct Proxy {
     next_serial: u64,
     router: Router,
     metrics: Metrics,
-    probe: Rc<Request>,
     limits: Limits,
     /// Connections to free at the end of the iteration.
     closed: Vec<usize>,
@@ -103,7 +102,7 @@ impl Proxy {
             .upstreams
             .iter()
             .enumerate()
-            .map(|(i, u)| ExecutionClient::new(i, u.clone(), now))
+            .map(|(i, u)| ExecutionClient::new(i, u.clone(), Rc::from(&*config.instance), now))
             .collect();
         let names: Rc<[Box<str>]> = upstreams.iter().map(|u| u.config.url.clone()).collect();
         let router = Router::new(config.ack, config.chain, config.tracker, upstreams.len());
@@ -129,7 +128,6 @@ impl Proxy {
             next_serial: 0,
             router,
             metrics: Metrics::new(now),
-            probe: Rc::new(ExecutionClient::probe_request(now)),
             limits,
             closed: Vec::new(),
             woken: Vec::new(),
@@ -848,7 +846,7 @@ impl Proxy {
         }
         if self.shutdown_deadline.is_none() {
             for index in 0..self.upstreams.len() {
-                if self.upstreams[index].probe_if_due(now, &self.probe) {
+                if self.upstreams[index].probe_if_due(now) {
                     self.pump(index, Lane::Read, clock);
                 }
             }

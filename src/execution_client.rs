@@ -119,6 +119,10 @@ pub struct ExecutionClient {
     state: LaneState,
     read: LaneState,
     signer: Option<Signer>,
+    /// This proxy's name in `Via` headers.
+    via_name: Rc<str>,
+    /// The health probe this upstream gets.
+    probe: Rc<Request>,
     failures_in_row: u32,
     last_answer: Option<Instant>,
     probe_due: Option<Instant>,
@@ -130,8 +134,14 @@ const PROBE_BODY: &[u8] =
 
 impl ExecutionClient {
     /// A new upstream, not yet connected; a probe is due at once.
-    pub fn new(index: usize, config: UpstreamConfig, now: Instant) -> ExecutionClient {
+    pub fn new(
+        index: usize,
+        config: UpstreamConfig,
+        via_name: Rc<str>,
+        now: Instant,
+    ) -> ExecutionClient {
         let signer = config.jwt_secret.clone().map(Signer::new);
+        let probe = Rc::new(ExecutionClient::probe_request(config.kind, now));
         ExecutionClient {
             index,
             config,
@@ -140,6 +150,8 @@ impl ExecutionClient {
             state: LaneState::default(),
             read: LaneState::default(),
             signer,
+            via_name,
+            probe,
             failures_in_row: 0,
             last_answer: None,
             probe_due: Some(now),
@@ -250,21 +262,37 @@ impl ExecutionClient {
     /// The request head for `leg`, with a token signed now (a queued request never goes stale).
     pub fn request_head(&mut self, leg: &Leg, unix_secs: u64) -> Vec<u8> {
         let request = &leg.request;
+        if leg.probe && self.is_proxy() {
+            return health_check_head(&self.config.host);
+        }
         let authorization = match &mut self.signer {
             Some(signer) => Some(signer.bearer(unix_secs).to_owned()),
             None => request.authorization.as_deref().map(str::to_owned),
         };
-        let forwarded_for = self.is_proxy().then(|| {
-            let mut value = String::new();
-            let _ = write!(value, "{}", request.beacon);
-            value
-        });
+        if !self.is_proxy() {
+            return request_head(
+                &self.config.path,
+                &self.config.host,
+                request.body.len(),
+                authorization.as_deref(),
+                None,
+                None,
+            );
+        }
+        // Chained proxies learn who the beacon node is and which proxies the request passed,
+        // so they can refuse a loop.
+        let mut via = String::new();
+        if let Some(earlier) = &request.via {
+            let _ = write!(via, "{earlier}, ");
+        }
+        let _ = write!(via, "1.1 {}", self.via_name);
         request_head(
             &self.config.path,
             &self.config.host,
             request.body.len(),
             authorization.as_deref(),
-            forwarded_for.as_deref(),
+            Some(&request.beacon),
+            Some(&via),
         )
     }
 
@@ -336,10 +364,10 @@ impl ExecutionClient {
     }
 
     /// Queues a health probe if one is due at `now`.
-    pub fn probe_if_due(&mut self, now: Instant, probe: &Rc<Request>) -> bool {
+    pub fn probe_if_due(&mut self, now: Instant) -> bool {
         match self.probe_deadline() {
             Some(due) if due <= now => {
-                let mut leg = Leg::new(Rc::clone(probe), None);
+                let mut leg = Leg::new(Rc::clone(&self.probe), None);
                 leg.probe = true;
                 self.read.queued_bytes += leg.body_bytes();
                 self.read.queue.push_back(leg);
@@ -350,14 +378,19 @@ impl ExecutionClient {
         }
     }
 
-    /// The probe request shared by every upstream.
-    pub fn probe_request(now: Instant) -> Request {
+    /// The probe of this kind of upstream: `eth_syncing` for an execution client; for a chained
+    /// proxy an empty body, sent as `GET /health`, so it is not mistaken for a beacon node.
+    fn probe_request(kind: UpstreamKind, now: Instant) -> Request {
         Request {
-            body: PROBE_BODY.into(),
+            body: match kind {
+                UpstreamKind::ExecutionClient => PROBE_BODY.into(),
+                UpstreamKind::Proxy => Box::default(),
+            },
             call: None,
             method: Method::Other,
             authorization: None,
             beacon: Rc::from("sync-proxy"),
+            via: None,
             received_at: now,
         }
     }
@@ -366,6 +399,11 @@ impl ExecutionClient {
     pub fn probe_timeout() -> Duration {
         PROBE_TIMEOUT
     }
+}
+
+/// `GET /health` toward a chained proxy.
+fn health_check_head(host: &str) -> Vec<u8> {
+    format!("GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes()
 }
 
 /// Capped exponential backoff: 100 ms, 200 ms, 400 ms … 5 s.
@@ -390,7 +428,7 @@ mod tests {
             path: "/".into(),
             jwt_secret: None,
         };
-        ExecutionClient::new(0, config, Instant::now())
+        ExecutionClient::new(0, config, Rc::from("sync-proxy-test"), Instant::now())
     }
 
     fn leg(method: Method, bytes: usize) -> Leg {
@@ -401,6 +439,7 @@ mod tests {
                 method,
                 authorization: Some("Bearer inbound".into()),
                 beacon: Rc::from("bn"),
+                via: None,
                 received_at: Instant::now(),
             }),
             None,
@@ -496,9 +535,8 @@ mod tests {
     fn probe_is_queued_once_when_due() {
         let mut el = client();
         let now = Instant::now();
-        let probe = Rc::new(ExecutionClient::probe_request(now));
-        assert!(el.probe_if_due(now, &probe));
-        assert!(!el.probe_if_due(now, &probe));
+        assert!(el.probe_if_due(now));
+        assert!(!el.probe_if_due(now));
         assert_eq!(el.lane(Lane::Read).len(), 1);
     }
 }

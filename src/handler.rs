@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use log::{debug, info, trace, warn};
+use log::{debug, error, info, trace, warn};
 
 use crate::config::Config;
 use crate::engine::Method;
@@ -21,6 +21,10 @@ use crate::policy::{Route, Router, UpstreamSet, UpstreamView};
 use crate::request::Request;
 use crate::rpc::{self, InspectError, Inspected};
 use crate::time::Clock;
+
+/// Longest chain of sync-proxies a request may pass: deployments chain two or three; a longer
+/// trail means a loop through proxies that restarted (new names) or a misconfiguration.
+pub const MAX_PROXY_HOPS: usize = 8;
 
 /// Operator endpoints, rendered by the event loop from its whole state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,6 +141,20 @@ fn rpc_request(
             }
         },
     };
+    if let Some(via) = &head.via {
+        if is_loop(via, &ctx.config.instance) {
+            ctx.metrics.on_refusal(Refusal::Loop);
+            error!(
+                "forwarding loop: a request from {peer} already passed this proxy or too many (Via: {via}); check the --proxy chain"
+            );
+            return refuse(
+                508,
+                id,
+                rpc::code::INTERNAL_ERROR,
+                "forwarding loop: this request already passed this sync-proxy",
+            );
+        }
+    }
     let call = match inspected {
         Ok(Inspected::Call(call)) => Some(call),
         Ok(Inspected::Batch { .. }) => None,
@@ -171,6 +189,7 @@ fn rpc_request(
         method,
         authorization: head.authorization,
         beacon,
+        via: head.via,
         received_at: clock.now,
     });
     match route {
@@ -213,6 +232,19 @@ fn rpc_request(
             }
         }
     }
+}
+
+/// Whether a `Via` trail shows this proxy already, or more hops than any sane chain has.
+fn is_loop(via: &str, instance: &str) -> bool {
+    let mut hops = 0;
+    for hop in via.split(',') {
+        let name = hop.split_whitespace().nth(1).unwrap_or("");
+        if name == instance {
+            return true;
+        }
+        hops += usize::from(name.starts_with("sync-proxy-"));
+    }
+    hops >= MAX_PROXY_HOPS
 }
 
 fn refuse_inspection(ctx: &mut Context<'_>, error: &InspectError, peer: SocketAddr) -> Action {

@@ -122,9 +122,10 @@ pub fn identify(evidence: &Evidence<'_>, peer: IpAddr, trusted: &[Cidr]) -> Stri
         let forwarded = evidence
             .forwarded_for
             .and_then(|list| list.split(',').next())
-            .and_then(parse_ip);
-        if let Some(ip) = forwarded.or_else(|| evidence.real_ip.and_then(parse_ip)) {
-            return ip.to_string();
+            .and_then(forwarded_identity);
+        let real_ip = || evidence.real_ip.and_then(parse_ip).map(|ip| ip.to_string());
+        if let Some(id) = forwarded.or_else(real_ip) {
+            return id;
         }
     }
     canonical(peer).to_string()
@@ -145,6 +146,19 @@ fn clean(raw: &str) -> Option<String> {
         .take(MAX_IDENTITY_BYTES)
         .collect();
     (!id.is_empty()).then_some(id)
+}
+
+/// An address, or a name a chained sync-proxy passed on (e.g. `bn-2` from a path identity).
+fn forwarded_identity(text: &str) -> Option<String> {
+    if let Some(ip) = parse_ip(text) {
+        return Some(ip.to_string());
+    }
+    let text = text.trim();
+    // nginx writes `unknown` when it has no address; that names nobody.
+    if text.eq_ignore_ascii_case("unknown") {
+        return None;
+    }
+    clean(text)
 }
 
 fn parse_ip(text: &str) -> Option<IpAddr> {
@@ -291,6 +305,19 @@ mod tests {
         assert_eq!(
             identify(&evidence, ip("127.0.0.1"), &default_trusted()),
             "2001:db8::7"
+        );
+    }
+
+    #[test]
+    fn forwarded_name_from_a_chained_proxy_is_kept() {
+        let evidence = Evidence {
+            path: "/",
+            forwarded_for: Some("bn-2"),
+            ..Evidence::default()
+        };
+        assert_eq!(
+            identify(&evidence, ip("127.0.0.1"), &default_trusted()),
+            "bn-2"
         );
     }
 

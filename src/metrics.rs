@@ -47,15 +47,18 @@ pub enum Refusal {
     Unauthorized,
     /// Bad HTTP method or path.
     NotFound,
+    /// A forwarding loop between chained proxies.
+    Loop,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 5] = [
+    const ALL: [Refusal; 6] = [
         Refusal::Parse,
         Refusal::InvalidRequest,
         Refusal::InvalidParams,
         Refusal::Unauthorized,
         Refusal::NotFound,
+        Refusal::Loop,
     ];
 
     fn label(self) -> &'static str {
@@ -65,6 +68,7 @@ impl Refusal {
             Refusal::InvalidParams => "invalid_params",
             Refusal::Unauthorized => "unauthorized",
             Refusal::NotFound => "not_found",
+            Refusal::Loop => "forwarding_loop",
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct Request {
     pub authorization: Option<Box<str>>,
     /// The beacon node's identity, passed on to chained proxies in `X-Forwarded-For`.
     pub beacon: Rc<str>,
+    /// The `Via` trail of chained proxies this request already passed, if any.
+    pub via: Option<Box<str>>,
     /// When the last byte of the request arrived.
     pub received_at: Instant,
 }

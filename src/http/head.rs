@@ -67,6 +67,8 @@ pub struct RequestHead {
     pub forwarded_for: Option<Box<str>>,
     /// `X-Real-IP` header value.
     pub real_ip: Option<Box<str>>,
+    /// `Via` header value (several headers are joined with `, `): chained proxies' trail.
+    pub via: Option<Box<str>>,
     /// Bytes of the buffer the head occupies, including the blank line.
     pub head_bytes: usize,
 }
@@ -188,6 +190,7 @@ pub fn parse_request_head(
         authorization: fields.authorization,
         forwarded_for: fields.forwarded_for,
         real_ip: fields.real_ip,
+        via: fields.via,
         head_bytes,
     }))
 }
@@ -260,6 +263,7 @@ struct Fields {
     authorization: Option<Box<str>>,
     forwarded_for: Option<Box<str>>,
     real_ip: Option<Box<str>>,
+    via: Option<Box<str>>,
     content_type: Option<Box<str>>,
 }
 
@@ -293,12 +297,9 @@ impl Fields {
             } else if name.eq_ignore_ascii_case("authorization") {
                 fields.authorization = Some(text(header.value)?.trim().into());
             } else if name.eq_ignore_ascii_case("x-forwarded-for") {
-                let value = text(header.value)?.trim();
-                fields.forwarded_for = Some(match fields.forwarded_for.take() {
-                    // RFC 9110 §5.3: repeated list headers combine in order with commas.
-                    Some(earlier) => format!("{earlier}, {value}").into(),
-                    None => value.into(),
-                });
+                append_list(&mut fields.forwarded_for, text(header.value)?);
+            } else if name.eq_ignore_ascii_case("via") {
+                append_list(&mut fields.via, text(header.value)?);
             } else if name.eq_ignore_ascii_case("x-real-ip") {
                 fields.real_ip = Some(text(header.value)?.trim().into());
             } else if name.eq_ignore_ascii_case("content-type") {
@@ -326,6 +327,15 @@ impl Fields {
             Version::Http10 => self.connection_keep_alive && !self.connection_close,
         }
     }
+}
+
+/// RFC 9110 §5.3: repeated list headers combine in order with commas.
+fn append_list(list: &mut Option<Box<str>>, value: &str) {
+    let value = value.trim();
+    *list = Some(match list.take() {
+        Some(earlier) => format!("{earlier}, {value}").into(),
+        None => value.into(),
+    });
 }
 
 fn text(value: &[u8]) -> Result<&str, HeadError> {

@@ -33,6 +33,7 @@ pub fn reason(status: u16) -> &'static str {
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
+        508 => "Loop Detected",
         _ => "Unknown",
     }
 }
@@ -69,6 +70,7 @@ pub fn request_head(
     content_length: usize,
     authorization: Option<&str>,
     forwarded_for: Option<&str>,
+    via: Option<&str>,
 ) -> Vec<u8> {
     let mut head = Vec::with_capacity(256);
     let _ = write!(
@@ -80,6 +82,9 @@ pub fn request_head(
     }
     if let Some(forwarded_for) = forwarded_for {
         let _ = write!(head, "X-Forwarded-For: {forwarded_for}\r\n");
+    }
+    if let Some(via) = via {
+        let _ = write!(head, "Via: {via}\r\n");
     }
     head.extend_from_slice(b"\r\n");
     head
@@ -108,11 +113,19 @@ mod tests {
 
     #[test]
     fn request_head_parses_back() {
-        let head = request_head("/", "127.0.0.1:8551", 99, Some("Bearer x"), Some("::1"));
+        let head = request_head(
+            "/",
+            "127.0.0.1:8551",
+            99,
+            Some("Bearer x"),
+            Some("::1"),
+            Some("1.1 sync-proxy-a"),
+        );
         let parsed = parse_request_head(&head, 4096).unwrap().unwrap();
         assert_eq!(parsed.framing, Framing::Length(99));
         assert_eq!(parsed.authorization.as_deref(), Some("Bearer x"));
         assert_eq!(parsed.forwarded_for.as_deref(), Some("::1"));
+        assert_eq!(parsed.via.as_deref(), Some("1.1 sync-proxy-a"));
         assert!(parsed.keep_alive);
     }
 }

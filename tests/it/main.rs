@@ -5,9 +5,11 @@ mod support;
 
 mod auth;
 mod beacon;
+mod chain;
 mod failover;
 mod keepalive;
 mod limits;
+mod nginx;
 mod proxy;
 mod shutdown;
 mod startup;

@@ -416,3 +416,73 @@ pub fn bearer_line(secret: &[u8; 32], iat: u64, id: Option<&str>) -> String {
         token(secret, &header, &claims)
     )
 }
+
+/// A real nginx running a configuration made for one test, on loopback; killed on drop.
+pub struct Nginx {
+    child: Child,
+    dir: std::path::PathBuf,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Nginx {
+    /// Starts nginx with `server` as the body of its `server { }` block; `{listen}` in it is
+    /// replaced by the address nginx must listen on.
+    pub fn start(tag: &str, server: &str) -> Nginx {
+        let binary = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("nginx is required for this test: apt-get install -y nginx (.ci/run does)");
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let dir =
+            std::env::temp_dir().join(format!("sync-proxy-nginx-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        let config = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {dir}/nginx.pid;\n\
+             error_log {dir}/logs/error.log warn;\nevents {{ worker_connections 256; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {dir}/body;\n proxy_temp_path {dir}/proxy;\n\
+             fastcgi_temp_path {dir}/fastcgi;\n uwsgi_temp_path {dir}/uwsgi;\n scgi_temp_path {dir}/scgi;\n\
+             server {{\n{server}\n }}\n}}\n",
+            dir = dir.display(),
+            server = server.replace("{listen}", &addr.to_string()),
+        );
+        let config_path = dir.join("nginx.conf");
+        std::fs::write(&config_path, config).unwrap();
+        let child = Command::new(binary)
+            .args([
+                "-p",
+                &dir.to_string_lossy(),
+                "-c",
+                &config_path.to_string_lossy(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let up = eventually(WAIT, || TcpStream::connect(addr).is_ok());
+        assert!(
+            up,
+            "nginx did not start: {:?}",
+            std::fs::read_to_string(dir.join("logs/error.log"))
+        );
+        Nginx { child, dir, addr }
+    }
+
+    /// nginx's error log so far.
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("logs/error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

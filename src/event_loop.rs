@@ -472,7 +472,7 @@ impl Proxy {
                 // queued for when it returns, reads are pointless later.
                 leg.reported = true;
                 if let Some(id) = exchange {
-                    self.record(id, index, Err(LegFailure::Unavailable));
+                    self.report(id, index, Err(LegFailure::Unavailable), clock.now);
                 }
                 if lane == Lane::Read {
                     continue;
@@ -704,7 +704,7 @@ impl Proxy {
         let waiting = upstream.report_queued_unavailable();
         let reads = upstream.drain_reads();
         for id in waiting {
-            self.record(id, index, Err(LegFailure::Unavailable));
+            self.report(id, index, Err(LegFailure::Unavailable), clock.now);
         }
         for leg in reads {
             self.settle(index, leg, Err(LegFailure::Unavailable), clock);
@@ -756,12 +756,19 @@ impl Proxy {
             return;
         }
         if let Some(id) = leg.exchange {
-            self.record(id, index, outcome);
-            self.try_decide(id, clock.now);
+            self.report(id, index, outcome, clock.now);
         }
     }
 
-    fn record(&mut self, id: ExchangeId, index: usize, outcome: Result<Response, LegFailure>) {
+    /// Gives an exchange one upstream's outcome and answers the beacon node if that decides it.
+    /// Recording and deciding are one step, so no outcome can leave a beacon node waiting.
+    fn report(
+        &mut self,
+        id: ExchangeId,
+        index: usize,
+        outcome: Result<Response, LegFailure>,
+        now: Instant,
+    ) {
         let Some(exchange) = self.exchanges.get_mut(&id) else {
             return;
         };
@@ -769,6 +776,7 @@ impl Proxy {
             Ok(response) => exchange.on_answer(index, response),
             Err(failure) => exchange.on_failure(index, failure),
         }
+        self.try_decide(id, now);
     }
 
     fn try_decide(&mut self, id: ExchangeId, now: Instant) {

@@ -21,7 +21,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::config::Config;
-use crate::engine::Lane;
+use crate::engine::{Lane, Method};
 use crate::exchange::{Answer, Exchange, LegFailure, Reply};
 use crate::execution_client::{Eviction, ExecutionClient};
 use crate::handler::{self, Action, Context, Endpoint};
@@ -105,7 +105,13 @@ impl Proxy {
             .map(|(i, u)| ExecutionClient::new(i, u.clone(), Rc::from(&*config.instance), now))
             .collect();
         let names: Rc<[Box<str>]> = upstreams.iter().map(|u| u.config.url.clone()).collect();
-        let router = Router::new(config.ack, config.chain, config.tracker, upstreams.len());
+        let router = Router::new(
+            config.ack,
+            config.chain,
+            config.tracker,
+            upstreams.len(),
+            config.queue_max_bytes,
+        );
         let limits = Limits {
             max_head_bytes: config.max_header_bytes,
             max_body_bytes: config.max_body_bytes,
@@ -397,6 +403,10 @@ impl Proxy {
                         Some(id)
                     }
                 };
+                let forwarded = targets
+                    .iter()
+                    .any(|i| self.upstreams.get(i).is_some_and(|u| !u.is_proxy()));
+                self.router.remember(&request, forwarded);
                 self.dispatch(&request, targets, exchange, clock);
                 if let Some(id) = exchange {
                     self.try_decide(id, clock.now);
@@ -518,6 +528,13 @@ impl Proxy {
     /// Hands the next leg to the lane's idle connection, or opens one; returns the connection
     /// to drive.
     fn start_next(&mut self, index: usize, lane: Lane, clock: Clock) -> Option<usize> {
+        let behind = self
+            .upstreams
+            .get(index)
+            .is_some_and(ExecutionClient::needs_catch_up);
+        if lane == Lane::State && behind && self.lane_is_idle(index, lane) {
+            self.catch_up(index);
+        }
         let upstream = self.upstreams.get_mut(index)?;
         let Some(key) = upstream.lane(lane).conn else {
             if upstream.wants_connection(lane) {
@@ -550,6 +567,12 @@ impl Proxy {
         );
         connection.start(leg, head, clock.now, timeout);
         Some(key)
+    }
+
+    /// Whether a lane has a connection with nothing in flight.
+    fn lane_is_idle(&self, index: usize, lane: Lane) -> bool {
+        let key = self.upstreams.get(index).and_then(|u| u.lane(lane).conn);
+        matches!(key.and_then(|k| self.connections.get(k)), Some(Connection::Upstream(c)) if c.is_idle())
     }
 
     fn connect(&mut self, index: usize, lane: Lane, clock: Clock) {
@@ -632,8 +655,12 @@ impl Proxy {
                 let Some(upstream) = self.upstreams.get_mut(index) else {
                     return false;
                 };
+                let was_down = !upstream.is_available();
                 if upstream.on_answer(clock.now) {
                     info!("{} is up", upstream.config.url);
+                    if was_down {
+                        self.catch_up(index);
+                    }
                     // State-changing calls held while it was down can go now.
                     if lane == Lane::Read {
                         self.pump(index, Lane::State, clock);
@@ -689,6 +716,34 @@ impl Proxy {
                 false
             }
         }
+    }
+
+    /// Queues what an upstream missed (recent payloads, then the followed head) ahead of its
+    /// state lane.
+    fn catch_up(&mut self, index: usize) {
+        let Some(upstream) = self.upstreams.get_mut(index) else {
+            return;
+        };
+        if upstream.is_proxy() {
+            return;
+        }
+        let missed = self.router.catch_up(index);
+        if missed.is_empty() {
+            return;
+        }
+        let payloads = missed
+            .iter()
+            .filter(|r| matches!(r.method, Method::NewPayload(_)))
+            .count();
+        info!(
+            "{}: catching up with {payloads} missed payloads, then the followed head",
+            upstream.config.url
+        );
+        let legs = missed
+            .into_iter()
+            .map(|request| Leg::new(request, None))
+            .collect();
+        upstream.queue_catch_up(legs);
     }
 
     /// An upstream failed: mark it down, answer everyone waiting on it, fail its queued reads.

@@ -123,6 +123,8 @@ pub struct ExecutionClient {
     via_name: Rc<str>,
     /// The health probe this upstream gets.
     probe: Rc<Request>,
+    /// State-changing calls were dropped from the queue since the last catch-up.
+    behind: bool,
     failures_in_row: u32,
     last_answer: Option<Instant>,
     probe_due: Option<Instant>,
@@ -152,6 +154,7 @@ impl ExecutionClient {
             signer,
             via_name,
             probe,
+            behind: false,
             failures_in_row: 0,
             last_answer: None,
             probe_due: Some(now),
@@ -222,13 +225,40 @@ impl ExecutionClient {
                 evicted.push((old, Eviction::QueueFull));
             }
         }
-        for (_, why) in &evicted {
+        for (leg, why) in &evicted {
             match why {
-                Eviction::QueueFull => self.stats.dropped += 1,
+                Eviction::QueueFull => {
+                    self.stats.dropped += 1;
+                    self.behind |= leg.request.lane() == Lane::State;
+                }
                 Eviction::Superseded => self.stats.superseded += 1,
             }
         }
         evicted
+    }
+
+    /// Puts catch-up legs (oldest first) ahead of everything queued in the state lane.
+    ///
+    /// They bypass the queue bounds: their bodies are already held by the router's bounded
+    /// window of recent payloads, so they cost no memory beyond that window.
+    pub fn queue_catch_up(&mut self, legs: Vec<Leg>) {
+        let is_forkchoice = |leg: &Leg| matches!(leg.request.method, Method::ForkchoiceUpdated(_));
+        // A fork choice already queued is newer than the remembered one: keep only that.
+        let queued_forkchoice = self.state.queue.iter().any(is_forkchoice);
+        for leg in legs.into_iter().rev() {
+            if queued_forkchoice && is_forkchoice(&leg) {
+                continue;
+            }
+            self.state.queued_bytes += leg.body_bytes();
+            self.state.queue.push_front(leg);
+        }
+        self.behind = false;
+    }
+
+    /// Whether queue-full drops left this upstream missing payloads, and its state lane has
+    /// drained: time to catch up.
+    pub fn needs_catch_up(&self) -> bool {
+        self.behind && self.state.is_empty() && self.is_up()
     }
 
     /// Puts a leg back at the head of its lane, for a retry on a fresh connection.

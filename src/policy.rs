@@ -4,6 +4,8 @@
 //! Pure: a request's facts, the beacon node's standing and the upstreams' availability in,
 //! a [`Route`] out. Answers coming back update the memory through [`Router::on_answer`].
 
+use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::Instant;
 
 use crate::config::AckMode;
@@ -11,6 +13,7 @@ use crate::engine::Method;
 use crate::exchange::AnswerPolicy;
 use crate::network::Chain;
 use crate::recent::RecentMap;
+use crate::request::Request;
 use crate::rpc::{self, Call, Hash32, PayloadStatus};
 use crate::tracker::{BeaconTracker, BlockSlots, SlotClaim, Switch, TrackerConfig};
 
@@ -24,6 +27,11 @@ pub const MAX_PAYLOAD_IDS: usize = 64;
 
 /// Statuses remembered per block to compare upstreams' verdicts.
 pub const MAX_COMPARED_BLOCKS: usize = 256;
+
+/// Recent payloads kept for catch-up: 32 blocks is over six minutes of mainnet, longer than an
+/// execution client restart; the bodies are shared with the queues, so the window mostly costs
+/// what the queues already hold.
+pub const MAX_CATCH_UP_PAYLOADS: usize = 32;
 
 /// A set of upstreams by index (fits [`crate::config::MAX_UPSTREAMS`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -116,11 +124,24 @@ pub struct Router {
     delivered: Vec<RecentMap<Hash32, Option<Vec<u8>>>>,
     /// First status seen per (method kind, hash), to spot upstreams that disagree.
     verdicts: RecentMap<(bool, Hash32), PayloadStatus>,
+    /// Recent forwarded payloads, oldest first, for catch-up.
+    recent_payloads: VecDeque<Rc<Request>>,
+    recent_payload_bytes: usize,
+    max_catch_up_bytes: usize,
+    /// The last fork choice forwarded from the followed beacon node.
+    last_forkchoice: Option<Rc<Request>>,
 }
 
 impl Router {
-    /// A router for `upstreams` upstreams.
-    pub fn new(ack: AckMode, chain: Chain, tracker: TrackerConfig, upstreams: usize) -> Router {
+    /// A router for `upstreams` upstreams, keeping at most `max_catch_up_bytes` of recent
+    /// payloads for catch-up.
+    pub fn new(
+        ack: AckMode,
+        chain: Chain,
+        tracker: TrackerConfig,
+        upstreams: usize,
+        max_catch_up_bytes: usize,
+    ) -> Router {
         Router {
             ack,
             chain,
@@ -132,7 +153,66 @@ impl Router {
                 .map(|_| RecentMap::new(MAX_DELIVERED_BLOCKS))
                 .collect(),
             verdicts: RecentMap::new(MAX_COMPARED_BLOCKS),
+            recent_payloads: VecDeque::new(),
+            recent_payload_bytes: 0,
+            max_catch_up_bytes,
+            last_forkchoice: None,
         }
+    }
+
+    /// Keeps a forwarded request that catch-up may need: payloads, and the followed head.
+    pub fn remember(&mut self, request: &Rc<Request>, forwarded: bool) {
+        let Some(call) = &request.call else {
+            return;
+        };
+        match call.method {
+            Method::NewPayload(_) if forwarded && call.block_hash.is_some() => {
+                if self
+                    .recent_payloads
+                    .iter()
+                    .any(|r| r.call.as_ref().and_then(|c| c.block_hash) == call.block_hash)
+                {
+                    return;
+                }
+                self.recent_payload_bytes += request.body.len();
+                self.recent_payloads.push_back(Rc::clone(request));
+                while self.recent_payloads.len() > MAX_CATCH_UP_PAYLOADS
+                    || self.recent_payload_bytes > self.max_catch_up_bytes
+                {
+                    let Some(old) = self.recent_payloads.pop_front() else {
+                        break;
+                    };
+                    self.recent_payload_bytes -= old.body.len();
+                }
+            }
+            Method::ForkchoiceUpdated(_) if forwarded && self.tracker.is_best(&request.beacon) => {
+                self.last_forkchoice = Some(Rc::clone(request));
+            }
+            _ => {}
+        }
+    }
+
+    /// What `upstream` missed: recent payloads it has not been given (oldest first), then the
+    /// followed head, so it resumes at the head instead of waiting for devp2p sync. The
+    /// payloads are marked as delivered to it.
+    pub fn catch_up(&mut self, upstream: usize) -> Vec<Rc<Request>> {
+        let Some(delivered) = self.delivered.get_mut(upstream) else {
+            return Vec::new();
+        };
+        let mut missing = Vec::new();
+        for request in &self.recent_payloads {
+            let Some(hash) = request.call.as_ref().and_then(|c| c.block_hash) else {
+                continue;
+            };
+            if delivered.get(&hash).is_none() {
+                delivered.insert(hash, None);
+                missing.push(Rc::clone(request));
+            }
+        }
+        if let (false, Some(forkchoice)) = (missing.is_empty(), &self.last_forkchoice) {
+            missing.push(Rc::clone(forkchoice));
+        }
+        missing
     }
 
     /// The beacon-node tracker, for status and metrics.

@@ -1,10 +1,12 @@
 //! JSON-RPC envelope inspection of Engine API requests and answers, and the answers the proxy
 //! builds itself (errors, `SYNCING`, the `--ack immediate` answer, multiplexed results).
 //!
-//! Bodies are forwarded byte for byte: this module only reads them, in one validating pass that
-//! descends only into the envelope, `params[0]` and `params[1]`; every other value (a 2 MB
-//! `transactions` array included) is validated and skipped by sonic-rs without being decoded or
-//! copied. It does not route, track beacon nodes or keep time.
+//! Bodies are forwarded byte for byte: this module only reads them, in one validating pass
+//! without a DOM or a copy of `params`, whatever the key order. The scanner walks the JSON
+//! structure itself, because sonic-rs's validator recurses without a depth limit and skips the
+//! digits of `\u` escapes unchecked; it recognises plain strings, integers and literals with a
+//! vectorised scan and hands every other scalar (escapes, non-ASCII, fractions) to sonic-rs.
+//! It does not route, track beacon nodes or keep time.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -32,6 +34,9 @@ pub mod code {
 }
 
 /// What the proxy reads from one JSON-RPC request.
+///
+/// A field the method does not read, or that is absent or `null` in the request, is `None`;
+/// one that is present but malformed makes the request `InvalidParams` instead.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Call {
     /// Raw JSON text of `id` exactly as sent (`1`, `"a"`, `null`); `null` when absent.
@@ -127,9 +132,9 @@ impl fmt::Display for InspectError {
     }
 }
 
-/// Inspects a request body: one validating pass, no copy of `params`.
+/// Inspects a request body: the whole body is validated as JSON in one pass, and only the
+/// envelope, `params[0]` and `params[1]` are looked into.
 pub fn inspect(body: &[u8]) -> Result<Inspected, InspectError> {
-    prescan(body).map_err(|Malformed| InspectError::Parse)?;
     let mut scanner = Scanner::new(body);
     match scanner.peek() {
         Some(b'{') => {
@@ -331,14 +336,43 @@ pub fn intersect_capabilities(id: &[u8], answers: &[&[u8]]) -> Option<Vec<u8>> {
     Some(result_body(id, &elements))
 }
 
+/// A stored answer re-addressed to another request: the same bytes with the new `id`.
+///
+/// `None` when the answer is not a valid JSON object with exactly one `id` member, or `id` is
+/// not a single JSON string, number or null.
+pub fn rewrite_id(answer: &[u8], id: &[u8]) -> Option<Vec<u8>> {
+    let id = valid_id(id)?;
+    let mut spans = Vec::new();
+    let mut scanner = Scanner::new(answer);
+    scanner
+        .object(|scanner, key| {
+            let is_id = string_content(key).as_deref() == Some(b"id");
+            let raw = scanner.value()?;
+            if is_id {
+                spans.push((scanner.pos - raw.len(), scanner.pos));
+            }
+            Ok(())
+        })
+        .ok()?;
+    scanner.end().ok()?;
+    let [(start, end)] = spans[..] else {
+        return None;
+    };
+    let mut body = Vec::with_capacity(answer.len() - (end - start) + id.len());
+    body.extend_from_slice(answer.get(..start)?);
+    body.extend_from_slice(id);
+    body.extend_from_slice(answer.get(end..)?);
+    Some(body)
+}
+
 /// Nesting deeper than this many arrays/objects is refused as a parse error.
 ///
-/// sonic-rs validates nested values recursively without a depth limit: an unguarded body of
-/// 100 000 `[` (200 KB, far under the body limit) overflows the stack. Its frames take about
-/// 100 bytes per level in release builds but about 55 KB unoptimised, where 32 levels still
-/// fit a 2 MB test thread. Engine API bodies nest 5 levels, a batch 6, the deepest `eth_*`
-/// call (`eth_simulateV1`) about 10.
-const MAX_NESTING_DEPTH: usize = 32;
+/// The scanner recurses once per level, so a body of 100 000 `[` (200 KB, far under the body
+/// limit) must not reach it unbounded; sonic-rs's own validator has no limit at all, which is
+/// why containers are never handed to it. 128 is serde_json's limit; 128 levels take under
+/// 32 KB of stack optimised and under 64 KB unoptimised, and are far above the 5 levels of an
+/// Engine API body or the ~10 of the deepest `eth_*` call (`eth_simulateV1`).
+const MAX_NESTING_DEPTH: usize = 128;
 
 /// An `id` longer than this is refused: it is copied into every `Call` and echoed in every
 /// answer, and real clients send small integers or UUID strings.
@@ -353,8 +387,9 @@ const MAX_METHOD_BYTES: usize = 128;
 /// `method`, hex values) fits: a `\uXXXX` escape is 6 bytes per character.
 const MAX_DECODED_RAW_BYTES: usize = 6 * MAX_METHOD_BYTES + 2;
 
-/// Bytes the prescan examines at once; 16 lets the compiler use one SSE2 compare per mask.
-const PRESCAN_CHUNK_BYTES: usize = 16;
+/// Bytes the scans test at once: two SSE2 or one AVX2 vector, short enough that a stop in
+/// the middle of a chunk costs little.
+const SCAN_CHUNK_BYTES: usize = 32;
 
 /// The first `newPayload` version answering `PayloadStatusV2` (`bogota.md`).
 const FIRST_PAYLOAD_STATUS_V2_NEW_PAYLOAD: u16 = 6;
@@ -370,20 +405,26 @@ const IMMEDIATE_MESSAGE: &str = "sync-proxy answers immediately (--ack immediate
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Malformed;
 
-/// A cursor over a body that walks the levels the proxy reads and hands every other value to
-/// sonic-rs, which validates and skips it in one pass.
+/// A validating cursor over a body: one pass, no copy, no DOM.
 ///
-/// Every byte is consumed exactly once: whitespace and the punctuation of walked levels here,
-/// values (strings, numbers, literals, skipped containers, keys) by sonic-rs, which also
-/// validates their UTF-8.
+/// Structure (objects, arrays, keys, separators) is walked here, one stack frame per level up
+/// to `MAX_NESTING_DEPTH`, because sonic-rs's own validator recurses without a limit. Plain strings,
+/// integers and literals, which are most of an Engine API body, are recognised here with a
+/// 32-byte vectorised scan; every other scalar (escaped or non-ASCII strings, fractions,
+/// exponents) is validated by sonic-rs. Every byte is consumed exactly once.
 struct Scanner<'a> {
     body: &'a [u8],
     pos: usize,
+    depth: usize,
 }
 
 impl<'a> Scanner<'a> {
     fn new(body: &'a [u8]) -> Self {
-        Scanner { body, pos: 0 }
+        Scanner {
+            body,
+            pos: 0,
+            depth: 0,
+        }
     }
 
     /// Skips whitespace and returns the next byte without consuming it.
@@ -406,20 +447,66 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
-    /// Validates and consumes one JSON value, returning its exact text.
+    /// Validates and consumes one JSON value of any kind, returning its exact text.
     fn value(&mut self) -> Result<&'a [u8], Malformed> {
+        let first = self.peek().ok_or(Malformed)?;
+        let start = self.pos;
+        match first {
+            b'{' => self.object(|scanner, _| scanner.value().map(drop))?,
+            b'[' => self.array(|scanner, _| scanner.value().map(drop))?,
+            _ => {
+                self.scalar(first)?;
+            }
+        }
+        self.body.get(start..self.pos).ok_or(Malformed)
+    }
+
+    /// Validates and consumes the scalar starting with `first`.
+    fn scalar(&mut self, first: u8) -> Result<(), Malformed> {
+        let start = self.pos;
+        let end = match first {
+            b'"' => plain_string_end(self.body, start),
+            b'-' | b'0'..=b'9' => integer_end(self.body, start),
+            b'n' => return self.literal(b"null"),
+            b't' => return self.literal(b"true"),
+            b'f' => return self.literal(b"false"),
+            _ => return Err(Malformed),
+        };
+        match end {
+            Some(end) => self.pos = end,
+            None => self.sonic_scalar()?,
+        }
+        Ok(())
+    }
+
+    /// Consumes `word`; what follows is checked by the caller, which expects a separator or
+    /// the end of the body.
+    fn literal(&mut self, word: &[u8]) -> Result<(), Malformed> {
+        let rest = self.body.get(self.pos..).ok_or(Malformed)?;
+        if !rest.starts_with(word) {
+            return Err(Malformed);
+        }
+        self.pos += word.len();
+        Ok(())
+    }
+
+    /// Validates and consumes a string or number with sonic-rs (escapes, UTF-8, fractions).
+    fn sonic_scalar(&mut self) -> Result<(), Malformed> {
         const NO_PATH: [&str; 0] = [];
-        self.peek().ok_or(Malformed)?;
         let rest = self.body.get(self.pos..).ok_or(Malformed)?;
         let lazy = sonic_rs::get(rest, &NO_PATH).map_err(|_| Malformed)?;
         let raw = lazy.as_raw_str().as_bytes();
-        // The value starts where `peek` stopped, so its text is a prefix of `rest`.
-        if raw.as_ptr() != rest.as_ptr() {
+        // The scalar starts where `peek` stopped, so its text is a prefix of `rest`.
+        if raw.as_ptr() != rest.as_ptr() || raw.len() > rest.len() {
             return Err(Malformed);
         }
-        let value = rest.get(..raw.len()).ok_or(Malformed)?;
-        self.pos += value.len();
-        Ok(value)
+        // sonic-rs skips the four digits of a `\u` escape unchecked: `"\u"…` would swallow
+        // the closing quote. Checking them here keeps its string boundaries exact.
+        if raw.first() == Some(&b'"') && !unicode_escapes_valid(raw) {
+            return Err(Malformed);
+        }
+        self.pos += raw.len();
+        Ok(())
     }
 
     /// Only whitespace may follow the top-level value.
@@ -430,32 +517,43 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// Enters an object or array, refusing nesting deeper than `MAX_NESTING_DEPTH`.
+    fn enter(&mut self, open: u8) -> Result<(), Malformed> {
+        self.eat(open)?;
+        self.depth += 1;
+        if self.depth > MAX_NESTING_DEPTH {
+            return Err(Malformed);
+        }
+        Ok(())
+    }
+
     /// Walks an object; `member` gets each key's raw text and must consume its value.
     fn object(
         &mut self,
         mut member: impl FnMut(&mut Self, &'a [u8]) -> Result<(), Malformed>,
     ) -> Result<(), Malformed> {
-        self.eat(b'{')?;
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
-            return Ok(());
-        }
-        loop {
-            if self.peek() != Some(b'"') {
-                return Err(Malformed);
-            }
-            let key = self.value()?;
-            self.eat(b':')?;
-            member(self, key)?;
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    return Ok(());
+        self.enter(b'{')?;
+        if self.peek() != Some(b'}') {
+            loop {
+                let first = self.peek();
+                if first != Some(b'"') {
+                    return Err(Malformed);
                 }
-                _ => return Err(Malformed),
+                let start = self.pos;
+                self.scalar(b'"')?;
+                let key = self.body.get(start..self.pos).ok_or(Malformed)?;
+                self.eat(b':')?;
+                member(self, key)?;
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(b'}') => break,
+                    _ => return Err(Malformed),
+                }
             }
         }
+        self.pos += 1;
+        self.depth -= 1;
+        Ok(())
     }
 
     /// Walks an array; `element` gets each index and must consume the element.
@@ -463,24 +561,22 @@ impl<'a> Scanner<'a> {
         &mut self,
         mut element: impl FnMut(&mut Self, usize) -> Result<(), Malformed>,
     ) -> Result<(), Malformed> {
-        self.eat(b'[')?;
-        if self.peek() == Some(b']') {
-            self.pos += 1;
-            return Ok(());
-        }
-        let mut index = 0;
-        loop {
-            element(self, index)?;
-            index += 1;
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b']') => {
-                    self.pos += 1;
-                    return Ok(());
+        self.enter(b'[')?;
+        if self.peek() != Some(b']') {
+            let mut index = 0;
+            loop {
+                element(self, index)?;
+                index += 1;
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(b']') => break,
+                    _ => return Err(Malformed),
                 }
-                _ => return Err(Malformed),
             }
         }
+        self.pos += 1;
+        self.depth -= 1;
+        Ok(())
     }
 
     /// Walks an object value, or validates and skips any other value.
@@ -497,74 +593,104 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// Checks what sonic-rs's validator does not: nesting depth (it recurses without a limit) and
-/// the four hex digits of every `\u` escape (it skips them unchecked, so `"\u"…` could swallow
-/// a closing quote and desynchronise its view of strings from this scan).
-///
-/// Both see string boundaries identically once `\u` escapes are well-formed, so the depth
-/// counted here is the recursion depth sonic-rs reaches.
-fn prescan(body: &[u8]) -> Result<(), Malformed> {
-    let mut depth = 0usize;
-    let mut in_string = false;
+/// Every `\u` in a string's raw text is followed by four hex digits.
+fn unicode_escapes_valid(raw: &[u8]) -> bool {
     let mut index = 0;
-    while index < body.len() {
-        if let Some(chunk) = body.get(index..index + PRESCAN_CHUNK_BYTES) {
-            let mask = special_mask(chunk);
-            if mask == 0 {
-                index += PRESCAN_CHUNK_BYTES;
-                continue;
-            }
-            index += mask.trailing_zeros() as usize;
-        }
-        let Some(&byte) = body.get(index) else {
-            break;
-        };
-        index += 1;
-        if in_string {
-            match byte {
-                b'"' => in_string = false,
-                b'\\' => {
-                    if body.get(index) == Some(&b'u') {
-                        let digits = body.get(index + 1..index + 5).ok_or(Malformed)?;
-                        if !digits.iter().all(u8::is_ascii_hexdigit) {
-                            return Err(Malformed);
-                        }
-                        index += 5;
-                    } else {
-                        // The escaped byte is checked by sonic-rs; it is never a boundary.
-                        index += 1;
-                    }
+    while let Some(offset) = raw
+        .get(index..)
+        .and_then(|rest| rest.iter().position(|&b| b == b'\\'))
+    {
+        let at = index + offset;
+        match raw.get(at + 1) {
+            Some(b'u') => {
+                let digits_valid = raw
+                    .get(at + 2..at + 6)
+                    .is_some_and(|digits| digits.iter().all(u8::is_ascii_hexdigit));
+                if !digits_valid {
+                    return false;
                 }
-                _ => {}
+                index = at + 6;
             }
-        } else {
-            match byte {
-                b'"' => in_string = true,
-                b'[' | b'{' => {
-                    depth += 1;
-                    if depth > MAX_NESTING_DEPTH {
-                        return Err(Malformed);
-                    }
-                }
-                b']' | b'}' => depth = depth.saturating_sub(1),
-                _ => {}
-            }
+            Some(_) => index = at + 2,
+            None => return false,
         }
     }
-    Ok(())
+    true
 }
 
-/// Bit `i` is set when `chunk[i]` can change the prescan's state.
-fn special_mask(chunk: &[u8]) -> u32 {
-    chunk.iter().enumerate().fold(0, |mask, (i, &byte)| {
-        let special = (byte == b'"')
-            | (byte == b'\\')
-            | (byte == b'[')
-            | (byte == b']')
-            | (byte == b'{')
-            | (byte == b'}');
-        mask | (u32::from(special) << i)
+/// Whether a plain string ends its fast path at `byte`: a quote, a backslash, a control
+/// character or a non-ASCII byte.
+#[inline(always)]
+fn plain_string_stop(byte: u8) -> bool {
+    (byte == b'"') | (byte == b'\\') | (byte.wrapping_sub(0x20) >= 0x60)
+}
+
+/// Bit `i` is set when `stop(chunk[i])`.
+#[inline(always)]
+fn stop_mask(chunk: &[u8; SCAN_CHUNK_BYTES], stop: impl Fn(u8) -> bool) -> u32 {
+    // A plain loop into an array vectorises; `array::map` does not.
+    let mut flags = [0u8; SCAN_CHUNK_BYTES];
+    for (flag, &byte) in flags.iter_mut().zip(chunk) {
+        *flag = u8::from(stop(byte));
+    }
+    movemask(&flags)
+}
+
+/// Bit `i` of the result is `flags[i]`, each flag 0 or 1 (what SSE2 `movemask` does).
+///
+/// Multiplying eight 0/1 bytes by `0x0102_0408_1020_4080` gathers them into the top byte
+/// without carries. A chunk without flags, the common case, costs one OR of four words.
+#[inline(always)]
+fn movemask(flags: &[u8; SCAN_CHUNK_BYTES]) -> u32 {
+    let words: [u64; SCAN_CHUNK_BYTES / 8] = std::array::from_fn(|group| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&flags[8 * group..8 * group + 8]);
+        u64::from_le_bytes(word)
+    });
+    if words.iter().fold(0, |any, word| any | word) == 0 {
+        return 0;
+    }
+    words.iter().enumerate().fold(0, |mask, (group, word)| {
+        let bits = word.wrapping_mul(0x0102_0408_1020_4080) >> 56;
+        mask | ((bits as u32) << (8 * group))
     })
+}
+
+/// The end (exclusive) of the string starting at `start` when it is plain: printable ASCII
+/// without escapes, which is valid JSON as it stands. `None` sends the string to sonic-rs.
+fn plain_string_end(body: &[u8], start: usize) -> Option<usize> {
+    let mut index = start + 1;
+    while let Some(chunk) = body.get(index..).and_then(|rest| rest.first_chunk()) {
+        let bits = stop_mask(chunk, plain_string_stop);
+        if bits != 0 {
+            index += bits.trailing_zeros() as usize;
+            return (body.get(index) == Some(&b'"')).then_some(index + 1);
+        }
+        index += SCAN_CHUNK_BYTES;
+    }
+    let offset = body
+        .get(index..)?
+        .iter()
+        .position(|&byte| plain_string_stop(byte))?;
+    (body.get(index + offset) == Some(&b'"')).then_some(index + offset + 1)
+}
+
+/// The end of the integer at `start` (`-?(0|[1-9][0-9]*)`, JSON's grammar) when nothing
+/// makes it a fraction or exponent; anything else is left to sonic-rs.
+fn integer_end(body: &[u8], start: usize) -> Option<usize> {
+    let digits_start = if body.get(start) == Some(&b'-') {
+        start + 1
+    } else {
+        start
+    };
+    let digits = body.get(digits_start..)?;
+    let count = digits
+        .iter()
+        .take_while(|byte| byte.is_ascii_digit())
+        .count();
+    let leading_zero = count > 1 && digits.first() == Some(&b'0');
+    let continues = matches!(digits.get(count), Some(b'.' | b'e' | b'E'));
+    (count > 0 && !leading_zero && !continues).then_some(digits_start + count)
 }
 
 /// A member the proxy reads, as it was found.
@@ -993,7 +1119,6 @@ fn hex_digit(digit: u8) -> Option<u8> {
 
 /// Reads an answer in one validating pass.
 fn read_answer(method: Method, body: &[u8]) -> Result<Answer, Malformed> {
-    prescan(body)?;
     let mut answer = Answer::default();
     let mut has_result = false;
     let mut has_error = false;
@@ -1078,7 +1203,6 @@ fn status(raw: &[u8]) -> Option<PayloadStatus> {
 
 /// The elements of a successful answer's `result` array.
 fn result_array(body: &[u8]) -> Option<Vec<&[u8]>> {
-    prescan(body).ok()?;
     let mut elements = None;
     let mut has_error = false;
     let mut scanner = Scanner::new(body);
@@ -1137,23 +1261,19 @@ fn result_body(id: &[u8], elements: &[&[u8]]) -> Vec<u8> {
 
 /// The id to echo: a single JSON string, number or null (whitespace trimmed), else `null`.
 fn echo_id(id: &[u8]) -> &[u8] {
+    valid_id(id).unwrap_or(b"null")
+}
+
+/// `id` trimmed, when it is a single JSON string, number or null of at most `MAX_ID_BYTES`.
+fn valid_id(id: &[u8]) -> Option<&[u8]> {
     let mut scanner = Scanner::new(id);
     if !matches!(scanner.peek(), Some(b'"' | b'-' | b'0'..=b'9' | b'n')) || id.len() > MAX_ID_BYTES
     {
-        return b"null";
+        return None;
     }
-    match scanner.value() {
-        Ok(raw) if scanner.end().is_ok() => raw,
-        _ => b"null",
-    }
-}
-
-/// A stored answer re-addressed to another request: same result, the new request's `id`.
-pub fn rewrite_id(answer: &[u8], id: &[u8]) -> Option<Vec<u8>> {
-    let mut value: serde_json::Value = serde_json::from_slice(answer).ok()?;
-    let id: serde_json::Value = serde_json::from_slice(id).ok()?;
-    *value.as_object_mut()?.get_mut("id")? = id;
-    serde_json::to_vec(&value).ok()
+    let raw = scanner.value().ok()?;
+    scanner.end().ok()?;
+    Some(raw)
 }
 
 #[cfg(test)]
@@ -1812,18 +1932,22 @@ mod tests {
     #[test]
     fn inspect_short_unicode_escape_cannot_hide_nesting() {
         // sonic-rs alone skips `\u` plus four bytes unchecked, which here would swallow the
-        // closing quote and read the brackets below as structure; the prescan refuses it.
+        // closing quote and accept the string; the escape check refuses it.
         let hidden = format!(r#"{{"a":["\u"abc",{}]}}"#, "[".repeat(100_000));
         assert_eq!(inspect(hidden.as_bytes()), Err(InspectError::Parse));
     }
 
     #[test]
     fn inspect_agrees_with_serde_json_on_validity() {
-        let base = member(CAPELLA_FCU_ATTRS, "request");
-        let base =
-            sonic_rs::to_string(&sonic_rs::from_str::<sonic_rs::Value>(&base).unwrap_or_default())
+        // Every single-byte deletion, insertion and replacement of two bodies: a compact real
+        // fork choice call (plain strings, the fast paths) and one built to reach sonic-rs
+        // (escapes, non-ASCII, fractions, exponents, literals).
+        let real = member(CAPELLA_FCU_ATTRS, "request");
+        let real =
+            sonic_rs::to_string(&sonic_rs::from_str::<sonic_rs::Value>(&real).unwrap_or_default())
                 .unwrap_or_default();
-        let inserts: &[u8] = b"\"\\{}[],: 0x-e.+nut\x00\x1f\x7f\x80\xff";
+        let exotic = r#"{"jsonrpc":"2.0","id":-1.5e3,"method":"eth_x","params":[{"a":"\u00e9\n","b":[true,false,null,0,-0.25,1E+2],"c":"é"}]}"#;
+        let inserts: &[u8] = b"\"\\{}[],: 0x-e.+nutf\x00\x1f\x7f\x80\xc3\xff";
         let mut cases = 0;
         let mut check = |body: &[u8]| {
             let reference = serde_json::from_slice::<serde_json::Value>(body);
@@ -1836,25 +1960,28 @@ mod tests {
             );
             cases += 1;
         };
-        let bytes = base.as_bytes();
-        for at in 0..=bytes.len() {
-            if at < bytes.len() {
-                let mut removed = bytes.to_vec();
-                removed.remove(at);
-                check(&removed);
-            }
-            for &insert in inserts {
-                let mut inserted = bytes.to_vec();
-                inserted.insert(at, insert);
-                check(&inserted);
+        for base in [real.as_str(), exotic] {
+            let bytes = base.as_bytes();
+            check(bytes);
+            for at in 0..=bytes.len() {
                 if at < bytes.len() {
-                    let mut replaced = bytes.to_vec();
-                    replaced[at] = insert;
-                    check(&replaced);
+                    let mut removed = bytes.to_vec();
+                    removed.remove(at);
+                    check(&removed);
+                }
+                for &insert in inserts {
+                    let mut inserted = bytes.to_vec();
+                    inserted.insert(at, insert);
+                    check(&inserted);
+                    if at < bytes.len() {
+                        let mut replaced = bytes.to_vec();
+                        replaced[at] = insert;
+                        check(&replaced);
+                    }
                 }
             }
         }
-        assert!(cases > 20_000);
+        assert!(cases > 30_000);
     }
 
     #[test]
@@ -2262,6 +2389,96 @@ mod tests {
         let duplicates = br#"{"jsonrpc":"2.0","id":1,"result":["a","a",5,"b"]}"#;
         let body = intersect_capabilities(b"1", &[duplicates]).unwrap_or_default();
         assert_eq!(parse_back(&body)["result"], serde_json::json!(["a", "b"]));
+    }
+
+    #[test]
+    fn unicode_escapes_need_four_hex_digits() {
+        for (raw, valid) in [
+            (&br#""plain""#[..], true),
+            (br#""\u00e9\n\\u""#, true),
+            (br#""\uABCD\uabcd""#, true),
+            (br#""\u00g9""#, false),
+            (br#""\u"ab""#, false),
+            (br#""\u12""#, false),
+            (br#""\"#, false),
+        ] {
+            assert_eq!(
+                unicode_escapes_valid(raw),
+                valid,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn movemask_gathers_one_bit_per_flag() {
+        for seed in 0u32..2000 {
+            let pattern = seed.wrapping_mul(0x9e37_79b9) ^ (seed << 7);
+            let flags: [u8; SCAN_CHUNK_BYTES] = std::array::from_fn(|i| ((pattern >> i) & 1) as u8);
+            assert_eq!(movemask(&flags), pattern, "{pattern:#x}");
+        }
+        assert_eq!(movemask(&[1; SCAN_CHUNK_BYTES]), u32::MAX);
+        assert_eq!(movemask(&[0; SCAN_CHUNK_BYTES]), 0);
+    }
+
+    #[test]
+    fn plain_string_end_stops_at_quote_or_falls_back() {
+        let padded = |text: &str| format!("{text}{}", " ".repeat(40));
+        for (text, expected) in [
+            (r#""""#, Some(2)),
+            (r#""abc""#, Some(5)),
+            (r#""a\"b""#, None),
+            ("\"é\"", None),
+            ("\"a\u{1}\"", None),
+            ("\"a\u{7f}\"", Some(4)),
+            (r#""unterminated"#, None),
+        ] {
+            assert_eq!(plain_string_end(text.as_bytes(), 0), expected, "{text}");
+            assert_eq!(
+                plain_string_end(padded(text).as_bytes(), 0),
+                expected,
+                "{text} padded"
+            );
+        }
+        let long = format!("\"{}\"", "x".repeat(100));
+        assert_eq!(plain_string_end(long.as_bytes(), 0), Some(102));
+        let long_escaped = format!("\"{}\\n\"", "x".repeat(100));
+        assert_eq!(plain_string_end(long_escaped.as_bytes(), 0), None);
+    }
+
+    #[test]
+    fn rewrite_id_keeps_every_other_byte() {
+        let answer = member(CAPELLA_NEW_PAYLOAD, "response");
+        let rewritten = rewrite_id(answer.as_bytes(), br#" "bn-2:9" "#).unwrap_or_default();
+        let expected = answer.replacen(r#""id": 4"#, r#""id": "bn-2:9""#, 1);
+        assert_eq!(String::from_utf8_lossy(&rewritten), expected);
+        let compact = br#"{"result":{"status":"SYNCING"},"jsonrpc":"2.0","id":"a"}"#;
+        let rewritten = rewrite_id(compact, b"12").unwrap_or_default();
+        assert_eq!(
+            rewritten,
+            br#"{"result":{"status":"SYNCING"},"jsonrpc":"2.0","id":12}"#
+        );
+        assert_eq!(
+            rewrite_id(compact, b"null").map(|body| parse_back(&body)["id"].is_null()),
+            Some(true)
+        );
+        for (answer, id) in [
+            (&compact[..], &b"{}"[..]),
+            (compact, b"1 2"),
+            (br#"{"jsonrpc":"2.0","result":null}"#, b"1"),
+            (br#"{"id":1,"id":2}"#, b"1"),
+            (br#"[{"id":1}]"#, b"1"),
+            (br#"{"id":1"#, b"1"),
+            (br#"{"id":1} x"#, b"1"),
+        ] {
+            assert_eq!(
+                rewrite_id(answer, id),
+                None,
+                "{}",
+                String::from_utf8_lossy(answer)
+            );
+        }
     }
 
     #[test]

@@ -156,3 +156,46 @@ fn reads_do_not_wait_behind_a_slow_new_payload() {
     );
     assert_ne!(received[0].connection, received[1].connection);
 }
+
+#[test]
+fn el_back_after_drops_catches_up_in_order_before_the_head() {
+    let alive = MockEl::start("el-0");
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let proxy = ProxyProcess::start(&[
+        "--el",
+        &alive.url(),
+        "--el",
+        &format!("http://127.0.0.1:{port}"),
+        "--queue-max",
+        "4",
+    ]);
+    assert!(proxy.wait_log("is down", WAIT).is_some());
+    let now = unix_now();
+    for i in 1..=10u8 {
+        assert_eq!(
+            post(proxy.addr(), &new_payload(u64::from(i), i, now)).status,
+            200
+        );
+    }
+    post(proxy.addr(), &crate::support::forkchoice(11, 10, None));
+    assert!(proxy.wait_log("queue full, dropped", WAIT).is_some());
+    let back = MockEl::start_on(&format!("127.0.0.1:{port}"), "el-1");
+    assert!(proxy.wait_log("catching up with", WAIT).is_some());
+    let received = back.wait_for(11, WAIT);
+    let ids: Vec<u64> = received
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        (1..=11).collect::<Vec<u64>>(),
+        "every missed payload, in order, then the head"
+    );
+}

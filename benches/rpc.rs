@@ -1,5 +1,5 @@
-//! Request inspection throughput: `sync_proxy::rpc::inspect` (sonic-rs, one lazy validating
-//! pass) against the same extraction done with a `serde_json::Value` DOM, on a small
+//! Request inspection throughput: `sync_proxy::rpc::inspect` (one validating pass, sonic-rs for
+//! the hard scalars) against the same extraction done with a `serde_json::Value` DOM, on a small
 //! fork-choice call and on a 2 MB `newPayload` whose `method` comes after `params`.
 //!
 //! It measures parsing only; forwarding, sockets and answers are benchmarked elsewhere.
@@ -21,7 +21,7 @@ const TRANSACTION_HEX_BYTES: usize = 1_000;
 #[derive(Clone, Copy)]
 enum Parser {
     /// `rpc::inspect`: the product's code.
-    SonicRs,
+    Inspect,
     /// `serde_json::from_slice::<serde_json::Value>`, then the same fields.
     SerdeJson,
 }
@@ -37,7 +37,7 @@ struct Extracted {
 /// Extracts the fields with `parser`; `None` when the body is refused.
 fn extract(parser: Parser, body: &[u8]) -> Option<Extracted> {
     match parser {
-        Parser::SonicRs => match rpc::inspect(body).ok()? {
+        Parser::Inspect => match rpc::inspect(body).ok()? {
             Inspected::Call(call) => Some(Extracted {
                 method: call.method_name.into(),
                 timestamp: call.timestamp,
@@ -119,17 +119,17 @@ fn inspect(c: &mut Criterion) {
         ("fork_choice_small", fork_choice()),
         ("new_payload_2mb", new_payload()),
     ] {
-        let sonic = extract(Parser::SonicRs, &body);
-        assert!(sonic.is_some(), "{name} must inspect");
+        let inspected = extract(Parser::Inspect, &body);
+        assert!(inspected.is_some(), "{name} must inspect");
         assert_eq!(
-            sonic,
+            inspected,
             extract(Parser::SerdeJson, &body),
             "{name}: parsers disagree"
         );
         let mut group = c.benchmark_group(name);
         group.throughput(Throughput::Bytes(body.len() as u64));
-        group.bench_function("sonic_rs_inspect", |b| {
-            b.iter(|| extract(Parser::SonicRs, black_box(&body)))
+        group.bench_function("rpc_inspect", |b| {
+            b.iter(|| extract(Parser::Inspect, black_box(&body)))
         });
         group.bench_function("serde_json_value", |b| {
             b.iter(|| extract(Parser::SerdeJson, black_box(&body)))

@@ -7,7 +7,7 @@
 //! touch another connection; the loop does.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -29,7 +29,7 @@ use crate::http::write::JSON;
 use crate::inbound::{Inbound, Limits, ParsedRequest};
 use crate::metrics::Metrics;
 use crate::policy::{Router, UpstreamSet, UpstreamView};
-use crate::request::{ExchangeId, Leg, Request};
+use crate::request::{ExchangeId, ExchangeMap, Leg, Request};
 use crate::status;
 use crate::time::Clock;
 use crate::upstream::{Response, Upstream, UpstreamEvent};
@@ -72,7 +72,7 @@ pub struct Proxy {
     inbound_count: usize,
     upstreams: Vec<ExecutionClient>,
     names: Rc<[Box<str>]>,
-    exchanges: HashMap<ExchangeId, Exchange>,
+    exchanges: ExchangeMap<Exchange>,
     exchange_deadlines: BinaryHeap<Reverse<(Instant, ExchangeId)>>,
     next_exchange: ExchangeId,
     next_serial: u64,
@@ -128,7 +128,7 @@ impl Proxy {
             inbound_count: 0,
             upstreams,
             names,
-            exchanges: HashMap::new(),
+            exchanges: ExchangeMap::default(),
             exchange_deadlines: BinaryHeap::new(),
             next_exchange: 0,
             next_serial: 0,

@@ -17,16 +17,12 @@ use mio::net::TcpStream;
 use crate::http::body::BodyReader;
 use crate::http::head::{Framing, RequestHead, Version, parse_request_head};
 use crate::http::write::{CONTINUE, JSON, response_head};
-use crate::net::{MAX_IO_ROUNDS, READ_CHUNK_BYTES, read_append, read_up_to};
+use crate::net::{InputBuffer, MAX_BODY_RESERVATION_BYTES, MAX_IO_ROUNDS, read_body};
 use crate::rpc;
 
 /// Most requests read ahead of their answers on one connection. Beacon nodes send one at a
 /// time; nginx may pipeline a few. Beyond this the connection stops being read (backpressure).
 pub const MAX_PIPELINED_REQUESTS: usize = 16;
-
-/// Largest first allocation for a body whose `Content-Length` is declared: a lying client
-/// cannot make us reserve 128 MiB with a few header bytes; real bodies grow the buffer.
-pub const MAX_BODY_PREALLOCATION_BYTES: usize = 8 * 1024 * 1024;
 
 /// Limits and timeouts of beacon-node connections.
 #[derive(Clone, Copy, Debug)]
@@ -104,7 +100,7 @@ pub struct Inbound<S = TcpStream> {
     pub serial: u64,
     limits: Limits,
     read: ReadState,
-    buf: Vec<u8>,
+    buf: InputBuffer,
     slots: VecDeque<Slot>,
     next_seq: u64,
     readable: bool,
@@ -165,7 +161,7 @@ impl<S: Read + Write> Inbound<S> {
             serial,
             limits,
             read: ReadState::Head { started: None },
-            buf: Vec::new(),
+            buf: InputBuffer::new(),
             slots: VecDeque::new(),
             next_seq: 0,
             readable: false,
@@ -208,10 +204,8 @@ impl<S: Read + Write> Inbound<S> {
                     body,
                     expected: Some(expected),
                     ..
-                } if self.buf.is_empty() => {
-                    read_up_to(&mut self.stream, body, *expected, READ_CHUNK_BYTES * 4)
-                }
-                _ => read_append(&mut self.stream, &mut self.buf, READ_CHUNK_BYTES),
+                } if self.buf.is_empty() => read_body(&mut self.stream, body, *expected),
+                _ => self.buf.read_from(&mut self.stream),
             };
             match result {
                 Ok(0) => {
@@ -421,7 +415,7 @@ impl<S: Read + Write> Inbound<S> {
 
     /// Parses a head from the buffer; true when the state moved on.
     fn parse_head(&mut self, now: Instant) -> bool {
-        let head = match parse_request_head(&self.buf, self.limits.max_head_bytes) {
+        let head = match parse_request_head(self.buf.bytes(), self.limits.max_head_bytes) {
             Ok(Some(head)) => head,
             Ok(None) => return false,
             Err(e) => {
@@ -429,7 +423,7 @@ impl<S: Read + Write> Inbound<S> {
                 return false;
             }
         };
-        self.buf.drain(..head.head_bytes);
+        self.buf.consume(head.head_bytes);
         let expected = match head.framing {
             Framing::Length(n) if n > self.limits.max_body_bytes as u64 => {
                 // Refused before reading a byte of it; the connection closes after the answer.
@@ -448,7 +442,7 @@ impl<S: Read + Write> Inbound<S> {
                 close: false,
             });
         }
-        let capacity = expected.unwrap_or(0).min(MAX_BODY_PREALLOCATION_BYTES);
+        let capacity = expected.unwrap_or(0).min(MAX_BODY_RESERVATION_BYTES);
         self.read = ReadState::Body {
             reader: BodyReader::new(head.framing, self.limits.max_body_bytes),
             head,
@@ -473,13 +467,13 @@ impl<S: Read + Write> Inbound<S> {
         let done = match expected {
             Some(expected) => {
                 let take = (*expected - body.len()).min(self.buf.len());
-                body.extend_from_slice(&self.buf[..take]);
-                self.buf.drain(..take);
+                body.extend_from_slice(&self.buf.bytes()[..take]);
+                self.buf.consume(take);
                 body.len() == *expected
             }
-            None => match reader.feed(&self.buf, body) {
+            None => match reader.feed(self.buf.bytes(), body) {
                 Ok(progress) => {
-                    self.buf.drain(..progress.consumed);
+                    self.buf.consume(progress.consumed);
                     progress.done
                 }
                 Err(e) => {

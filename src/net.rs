@@ -1,59 +1,164 @@
-//! Socket helpers shared by both sides of the proxy: bounded reads into growing buffers.
+//! Socket helpers shared by both sides of the proxy: a read buffer that is zero-filled once and
+//! reused, and in-place body reads.
 //!
-//! Buffers are zero-filled before a read instead of using uninitialised memory: no unsafe code,
-//! and the cost (a memset of at most one window) is small next to the copy the kernel does.
+//! No unsafe code: buffers are initialised once when they grow (never again per read), and
+//! bodies of known length are read with `Read::take` + `read_to_end`, which fills a vector's spare
+//! capacity without initialising it first.
 
 use std::io::{self, Read};
 
-/// Bytes read per `read` call into a scratch buffer; 64 KiB matches the loopback socket buffer.
-pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Bytes read per `read` call into an [`InputBuffer`]: room for a default-size request head
+/// (16 KiB) in one read; bodies of known length bypass it.
+pub const READ_CHUNK_BYTES: usize = 16 * 1024;
 
 /// Most read or write calls per readiness event, so one fast peer cannot starve the others.
 pub const MAX_IO_ROUNDS: usize = 64;
 
-/// Appends at most `window` bytes read from `source` to `buf`.
-pub fn read_append(source: &mut impl Read, buf: &mut Vec<u8>, window: usize) -> io::Result<usize> {
-    let filled = buf.len();
-    buf.resize(filled + window, 0);
-    let result = source.read(&mut buf[filled..]);
-    buf.truncate(filled + *result.as_ref().unwrap_or(&0));
-    result
+/// Largest reservation made at once for a body of declared length: a few full-size payloads
+/// (2 MB) fit exactly; a larger declared size grows as its bytes actually arrive.
+pub const MAX_BODY_RESERVATION_BYTES: usize = 8 * 1024 * 1024;
+
+/// Unread bytes from a socket: `data[start..end]`, with the rest of `data` reused for the next
+/// reads. It grows only when a read needs more room than it has.
+#[derive(Debug, Default)]
+pub struct InputBuffer {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
 }
 
-/// Appends bytes read from `source` to `buf` without growing it past `limit` bytes in all.
-///
-/// Callers only call it while `buf` is short of `limit`, so `Ok(0)` always means end of stream.
-pub fn read_up_to(
-    source: &mut impl Read,
-    buf: &mut Vec<u8>,
-    limit: usize,
-    window: usize,
-) -> io::Result<usize> {
-    let room = limit.saturating_sub(buf.len()).min(window);
-    debug_assert!(room > 0, "read_up_to called on a full buffer");
-    read_append(source, buf, room)
+impl InputBuffer {
+    /// An empty buffer; nothing is allocated until the first read.
+    pub fn new() -> InputBuffer {
+        InputBuffer::default()
+    }
+
+    /// The unread bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    /// Number of unread bytes.
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// No unread bytes.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Marks `n` bytes as read.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Drops every unread byte.
+    pub fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Appends at most [`READ_CHUNK_BYTES`] read from `source`.
+    pub fn read_from(&mut self, source: &mut impl Read) -> io::Result<usize> {
+        if self.start > 0 && self.data.len() - self.end < READ_CHUNK_BYTES {
+            // Move the unread tail to the front rather than grow.
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let want = self.end + READ_CHUNK_BYTES;
+        if self.data.len() < want {
+            self.data.resize(want, 0);
+        }
+        let n = source.read(&mut self.data[self.end..want])?;
+        self.end += n;
+        Ok(n)
+    }
+}
+
+/// Reads body bytes into `body` until it holds `expected` bytes, the source would block, or it
+/// ends. Returns the bytes added; `Ok(0)` with `body` short of `expected` means end of stream.
+pub fn read_body(source: &mut impl Read, body: &mut Vec<u8>, expected: usize) -> io::Result<usize> {
+    let before = body.len();
+    let remaining = expected.saturating_sub(before) as u64;
+    if remaining == 0 {
+        return Ok(0);
+    }
+    // A lying Content-Length must not reserve 128 MiB up front; real bodies grow the buffer.
+    body.reserve_exact((expected - before).min(MAX_BODY_RESERVATION_BYTES));
+    match source.take(remaining).read_to_end(body) {
+        Ok(_) => Ok(body.len() - before),
+        // Bytes read before the error are kept in `body`: report them, the error comes back
+        // on the next call.
+        Err(e) if body.len() > before && e.kind() == io::ErrorKind::WouldBlock => {
+            Ok(body.len() - before)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn read_up_to_never_passes_the_limit() {
-        let mut source: &[u8] = b"0123456789";
-        let mut buf = b"ab".to_vec();
-        let n = read_up_to(&mut source, &mut buf, 6, 100).unwrap();
-        assert_eq!(n, 4);
-        assert_eq!(buf, b"ab0123");
+    /// A source that yields its chunks one per read, then WouldBlock.
+    struct Chunks(Vec<Vec<u8>>);
+
+    impl Read for Chunks {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let chunk = &mut self.0[0];
+            let n = chunk.len().min(buf.len());
+            buf[..n].copy_from_slice(&chunk[..n]);
+            chunk.drain(..n);
+            if chunk.is_empty() {
+                self.0.remove(0);
+            }
+            Ok(n)
+        }
     }
 
     #[test]
-    fn read_append_keeps_only_what_was_read() {
-        let mut source: &[u8] = b"xyz";
-        let mut buf = Vec::new();
-        assert_eq!(read_append(&mut source, &mut buf, 1024).unwrap(), 3);
-        assert_eq!(buf, b"xyz");
-        assert_eq!(read_append(&mut source, &mut buf, 1024).unwrap(), 0);
-        assert_eq!(buf, b"xyz");
+    fn input_buffer_consumes_and_reuses_room() {
+        let mut buffer = InputBuffer::new();
+        let mut source = Chunks(vec![b"hello ".to_vec(), b"world".to_vec()]);
+        assert_eq!(buffer.read_from(&mut source).unwrap(), 6);
+        buffer.consume(2);
+        assert_eq!(buffer.bytes(), b"llo ");
+        assert_eq!(buffer.read_from(&mut source).unwrap(), 5);
+        assert_eq!(buffer.bytes(), b"llo world");
+        buffer.consume(9);
+        assert!(buffer.is_empty());
+        assert!(buffer.read_from(&mut source).is_err());
+    }
+
+    #[test]
+    fn read_body_stops_at_expected_and_keeps_partial_progress() {
+        let mut body = Vec::new();
+        let mut source = Chunks(vec![b"abc".to_vec(), b"defgh".to_vec()]);
+        assert_eq!(read_body(&mut source, &mut body, 6).unwrap(), 6);
+        assert_eq!(body, b"abcdef");
+        let mut body = Vec::new();
+        let mut source = Chunks(vec![b"ab".to_vec()]);
+        assert_eq!(read_body(&mut source, &mut body, 6).unwrap(), 2);
+        assert!(
+            read_body(&mut source, &mut body, 6).is_err(),
+            "then WouldBlock"
+        );
+    }
+
+    #[test]
+    fn read_body_reports_end_of_stream_as_zero() {
+        let mut body = Vec::new();
+        let mut source: &[u8] = b"ab";
+        assert_eq!(read_body(&mut source, &mut body, 6).unwrap(), 2);
+        assert_eq!(read_body(&mut source, &mut body, 6).unwrap(), 0);
     }
 }

@@ -65,7 +65,15 @@ impl UpstreamSet {
 
     /// Members in index order.
     pub fn iter(self) -> impl Iterator<Item = usize> {
-        (0..64).filter(move |&i| self.contains(i))
+        let mut rest = self.0;
+        std::iter::from_fn(move || {
+            if rest == 0 {
+                return None;
+            }
+            let index = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            Some(index)
+        })
     }
 }
 
@@ -528,5 +536,311 @@ fn exchange(extra: UpstreamSet, order: Vec<usize>, policy: AnswerPolicy) -> Rout
         targets,
         order,
         policy,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::{Inspected, inspect};
+
+    const GENESIS: u64 = 1_000_000;
+
+    fn chain() -> Chain {
+        Chain {
+            genesis_time: GENESIS,
+            seconds_per_slot: 12,
+        }
+    }
+
+    fn router(ack: AckMode) -> Router {
+        Router::new(ack, chain(), TrackerConfig::default(), 3, 1 << 20)
+    }
+
+    fn clients(n: usize) -> Vec<UpstreamView> {
+        vec![
+            UpstreamView {
+                is_proxy: false,
+                available: true,
+            };
+            n
+        ]
+    }
+
+    fn call(body: &str) -> Call {
+        match inspect(body.as_bytes()) {
+            Ok(Inspected::Call(call)) => call,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn hash(byte: u8) -> String {
+        format!("0x{}", format!("{byte:02x}").repeat(32))
+    }
+
+    fn new_payload(id: u64, byte: u8, slot: u64) -> Call {
+        call(&format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"engine_newPayloadV3","params":[{{"blockHash":"{}","timestamp":"0x{:x}"}},[],"{}"]}}"#,
+            hash(byte),
+            GENESIS + slot * 12,
+            hash(0)
+        ))
+    }
+
+    fn forkchoice(id: u64, byte: u8) -> Call {
+        call(&format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"engine_forkchoiceUpdatedV3","params":[{{"headBlockHash":"{}","safeBlockHash":"{}","finalizedBlockHash":"{}"}},null]}}"#,
+            hash(byte),
+            hash(byte),
+            hash(byte)
+        ))
+    }
+
+    fn targets_of(route: &Route) -> Vec<usize> {
+        match route {
+            Route::Local { targets, .. } | Route::Exchange { targets, .. } => {
+                targets.iter().collect()
+            }
+        }
+    }
+
+    /// Observes then routes, as the handler does.
+    fn send(router: &mut Router, beacon: &str, call: &Call, now: Instant) -> Route {
+        let unix = GENESIS + 100 * 12;
+        router.observe(beacon, Some(call), now, unix);
+        router.route(beacon, Some(call), &clients(3))
+    }
+
+    #[test]
+    fn upstream_set_iterates_members_in_order() {
+        let mut set = UpstreamSet::EMPTY;
+        for i in [63, 0, 5] {
+            set.insert(i);
+        }
+        set.insert(64);
+        assert_eq!(set.iter().collect::<Vec<_>>(), [0, 5, 63]);
+        assert!(UpstreamSet::EMPTY.is_empty());
+    }
+
+    #[test]
+    fn primary_is_first_available_client() {
+        let mut views = clients(3);
+        views[0].available = false;
+        assert_eq!(primary(&views), Some(1));
+        views[1].is_proxy = true;
+        assert_eq!(primary(&views), Some(2));
+        views[2].available = false;
+        assert_eq!(
+            primary(&views),
+            Some(0),
+            "all down: the first client still answers (with errors)"
+        );
+    }
+
+    #[test]
+    fn forkchoice_from_best_goes_everywhere_primary_answers() {
+        let mut router = router(AckMode::Primary);
+        let now = Instant::now();
+        let route = send(&mut router, "bn-a", &forkchoice(1, 0xaa), now);
+        assert_eq!(
+            route,
+            Route::Exchange {
+                targets: {
+                    let mut s = UpstreamSet::EMPTY;
+                    (0..3).for_each(|i| s.insert(i));
+                    s
+                },
+                order: vec![0, 1, 2],
+                policy: AnswerPolicy::Primary,
+            }
+        );
+    }
+
+    #[test]
+    fn forkchoice_from_other_beacon_on_other_head_is_answered_syncing() {
+        let mut router = router(AckMode::Primary);
+        let now = Instant::now();
+        send(&mut router, "bn-a", &new_payload(1, 0xaa, 100), now);
+        send(&mut router, "bn-a", &forkchoice(2, 0xaa), now);
+        let route = send(&mut router, "bn-b", &forkchoice(3, 0xbb), now);
+        let Route::Local { body, targets, .. } = route else {
+            panic!("{route:?}");
+        };
+        assert!(targets.is_empty());
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer["id"], 3);
+        assert_eq!(answer["result"]["payloadStatus"]["status"], "SYNCING");
+        // The same head from bn-b is forwarded.
+        let same = send(&mut router, "bn-b", &forkchoice(4, 0xaa), now);
+        assert_eq!(targets_of(&same), [0, 1, 2]);
+    }
+
+    #[test]
+    fn new_payload_goes_to_each_client_once_and_repeats_get_the_cached_answer() {
+        let mut router = router(AckMode::Primary);
+        let now = Instant::now();
+        let first = new_payload(1, 0xcc, 100);
+        let route = send(&mut router, "bn-a", &first, now);
+        assert_eq!(targets_of(&route), [0, 1, 2]);
+        let answer = br#"{"jsonrpc":"2.0","id":1,"result":{"status":"VALID","latestValidHash":null,"validationError":null}}"#;
+        for upstream in 0..3 {
+            assert!(!router.on_answer(upstream, &first, answer));
+        }
+        let repeat = send(&mut router, "bn-b", &new_payload(7, 0xcc, 100), now);
+        let Route::Local { body, targets, .. } = repeat else {
+            panic!("{repeat:?}");
+        };
+        assert!(targets.is_empty(), "no client gets the block twice");
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["id"], 7, "re-addressed to the new request");
+        assert_eq!(body["result"]["status"], "VALID");
+    }
+
+    #[test]
+    fn new_payload_failed_at_one_client_goes_there_again() {
+        let mut router = router(AckMode::Primary);
+        let now = Instant::now();
+        let first = new_payload(1, 0xdd, 100);
+        send(&mut router, "bn-a", &first, now);
+        router.on_failure(2, &first);
+        let repeat = send(&mut router, "bn-b", &new_payload(2, 0xdd, 100), now);
+        assert_eq!(targets_of(&repeat), [2]);
+    }
+
+    #[test]
+    fn differing_statuses_are_reported_as_mismatch() {
+        let mut router = router(AckMode::Primary);
+        let first = new_payload(1, 0xee, 100);
+        send(&mut router, "bn-a", &first, Instant::now());
+        let valid = br#"{"jsonrpc":"2.0","id":1,"result":{"status":"VALID"}}"#;
+        let invalid = br#"{"jsonrpc":"2.0","id":1,"result":{"status":"INVALID"}}"#;
+        assert!(!router.on_answer(0, &first, valid));
+        assert!(router.on_answer(1, &first, invalid));
+    }
+
+    #[test]
+    fn get_payload_goes_to_the_issuer_unknown_is_answered_38001() {
+        let mut router = router(AckMode::Primary);
+        let now = Instant::now();
+        let fcu = forkchoice(1, 0x11);
+        send(&mut router, "bn-a", &fcu, now);
+        let issued = br#"{"jsonrpc":"2.0","id":1,"result":{"payloadStatus":{"status":"VALID"},"payloadId":"0x0102030405060708"}}"#;
+        router.on_answer(2, &fcu, issued);
+        let get = call(
+            r#"{"jsonrpc":"2.0","id":5,"method":"engine_getPayloadV4","params":["0x0102030405060708"]}"#,
+        );
+        let route = send(&mut router, "bn-a", &get, now);
+        assert_eq!(
+            route,
+            Route::Exchange {
+                targets: {
+                    let mut s = UpstreamSet::EMPTY;
+                    s.insert(2);
+                    s
+                },
+                order: vec![2],
+                policy: AnswerPolicy::Primary
+            }
+        );
+        let unknown = call(
+            r#"{"jsonrpc":"2.0","id":6,"method":"engine_getPayloadV4","params":["0x0a0a0a0a0a0a0a0a"]}"#,
+        );
+        let Route::Local { body, .. } = send(&mut router, "bn-a", &unknown, now) else {
+            panic!("unknown payload must be answered locally");
+        };
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], -38001);
+    }
+
+    #[test]
+    fn reads_go_to_the_primary_only() {
+        let mut router = router(AckMode::Primary);
+        let read = call(r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#);
+        assert_eq!(
+            targets_of(&send(&mut router, "bn-a", &read, Instant::now())),
+            [0]
+        );
+    }
+
+    #[test]
+    fn immediate_mode_answers_locally_and_still_forwards() {
+        let mut router = router(AckMode::Immediate);
+        let route = send(
+            &mut router,
+            "bn-a",
+            &new_payload(1, 0x22, 100),
+            Instant::now(),
+        );
+        let Route::Local { body, targets, .. } = route else {
+            panic!("{route:?}");
+        };
+        assert_eq!(targets.iter().collect::<Vec<_>>(), [0, 1, 2]);
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["result"]["status"], "SYNCING");
+    }
+
+    #[test]
+    fn majority_mode_applies_to_payload_and_forkchoice() {
+        let mut router = router(AckMode::Majority);
+        let route = send(
+            &mut router,
+            "bn-a",
+            &new_payload(1, 0x33, 100),
+            Instant::now(),
+        );
+        assert!(matches!(
+            route,
+            Route::Exchange {
+                policy: AnswerPolicy::Majority,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn catch_up_returns_missed_payloads_in_order_then_the_head() {
+        let mut router = router(AckMode::Primary);
+        let now = Instant::now();
+        let mut requests = Vec::new();
+        for (i, byte) in [0x41u8, 0x42, 0x43].into_iter().enumerate() {
+            let call = new_payload(i as u64, byte, 100 + i as u64);
+            send(&mut router, "bn-a", &call, now);
+            let request = Rc::new(Request {
+                body: vec![b' '; 10].into(),
+                method: call.method,
+                call: Some(call),
+                authorization: None,
+                beacon: Rc::from("bn-a"),
+                via: None,
+                received_at: now,
+            });
+            router.remember(&request, true);
+            requests.push(request);
+        }
+        let fcu = forkchoice(9, 0x43);
+        send(&mut router, "bn-a", &fcu, now);
+        router.remember(
+            &Rc::new(Request {
+                body: Box::default(),
+                method: fcu.method,
+                call: Some(fcu),
+                authorization: None,
+                beacon: Rc::from("bn-a"),
+                via: None,
+                received_at: now,
+            }),
+            true,
+        );
+        // Client 1 lost the first two payloads (e.g. dropped from a full queue).
+        router.on_failure(1, requests[0].call.as_ref().unwrap());
+        router.on_failure(1, requests[1].call.as_ref().unwrap());
+        let missed = router.catch_up(1);
+        let ids: Vec<String> = missed
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.call.as_ref().unwrap().id).into_owned())
+            .collect();
+        assert_eq!(ids, ["0", "1", "9"]);
+        assert!(router.catch_up(1).is_empty(), "marked as delivered");
+        assert!(router.catch_up(0).is_empty(), "client 0 missed nothing");
     }
 }

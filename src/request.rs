@@ -14,6 +14,31 @@ use crate::rpc::Call;
 /// Identifies an [`crate::exchange::Exchange`] waiting for legs' outcomes.
 pub type ExchangeId = u64;
 
+/// Hashes exchange ids for the table of exchanges in flight. The ids are the proxy's own
+/// sequence numbers, never chosen by a peer, so the identity is a perfect, DoS-safe hash.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExchangeIdHasher(u64);
+
+impl std::hash::Hasher for ExchangeIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 << 8) | u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id;
+    }
+}
+
+/// A map keyed by exchange id.
+pub type ExchangeMap<V> =
+    std::collections::HashMap<ExchangeId, V, std::hash::BuildHasherDefault<ExchangeIdHasher>>;
+
 /// A request as read, with the facts the proxy routes on.
 #[derive(Debug)]
 pub struct Request {

@@ -6,7 +6,7 @@
 //! [`crate::execution_client`] lane that owns this connection does.
 
 use std::fmt;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use mio::net::TcpStream;
 use crate::engine::Lane;
 use crate::http::body::{BodyError, BodyReader};
 use crate::http::head::{Framing, HeadError, ResponseHead, parse_response_head};
-use crate::net::{MAX_IO_ROUNDS, READ_CHUNK_BYTES, read_up_to};
+use crate::net::{InputBuffer, MAX_BODY_RESERVATION_BYTES, MAX_IO_ROUNDS, read_body};
 use crate::request::Leg;
 
 /// An upstream's answer, passed to the beacon node byte for byte.
@@ -111,6 +111,8 @@ pub struct Upstream {
     served: u64,
     readable: bool,
     writable: bool,
+    /// Answer bytes read but not yet parsed.
+    input: InputBuffer,
     max_head_bytes: usize,
     max_body_bytes: usize,
 }
@@ -144,8 +146,8 @@ enum State {
 /// How far an answer has been read.
 #[derive(Debug)]
 enum Answer {
-    /// Reading the head; `buf` holds its bytes so far.
-    Head { buf: Vec<u8> },
+    /// Reading the head (its bytes so far are in the connection's input buffer).
+    Head,
     /// A `Content-Length` body, read in place.
     Length {
         head: ResponseHead,
@@ -179,6 +181,7 @@ impl Upstream {
             served: 0,
             readable: false,
             writable: false,
+            input: InputBuffer::new(),
             max_head_bytes,
             max_body_bytes,
         })
@@ -345,7 +348,7 @@ impl Upstream {
             leg,
             deadline,
             timeout,
-            answer: Answer::Head { buf: Vec::new() },
+            answer: Answer::Head,
         };
         // The answer may already be waiting.
         if self.readable {
@@ -355,7 +358,6 @@ impl Upstream {
     }
 
     fn receive(&mut self) -> Option<UpstreamEvent> {
-        let mut chunk = [0u8; 16 * 1024];
         for _ in 0..MAX_IO_ROUNDS {
             let State::Receiving { answer, .. } = &mut self.state else {
                 return None;
@@ -363,13 +365,13 @@ impl Upstream {
             let result = match answer {
                 // Bodies framed by length are read straight into their final buffer.
                 Answer::Length { body, expected, .. } => {
-                    read_up_to(&mut self.stream, body, *expected, READ_CHUNK_BYTES)
+                    read_body(&mut self.stream, body, *expected)
                 }
-                Answer::Head { .. } | Answer::Framed { .. } => self.stream.read(&mut chunk),
+                Answer::Head | Answer::Framed { .. } => self.input.read_from(&mut self.stream),
             };
             let event = match result {
                 Ok(0) => self.on_eof(),
-                Ok(n) => self.on_bytes(&chunk[..n]),
+                Ok(_) => self.on_input(),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.readable = false;
                     return None;
@@ -389,8 +391,7 @@ impl Upstream {
 
     /// Bytes arrived on an idle connection: the server closed it (or misbehaves).
     fn idle_read(&mut self) -> Option<UpstreamEvent> {
-        let mut byte = [0u8; 1];
-        match self.stream.read(&mut byte) {
+        match self.input.read_from(&mut self.stream) {
             Ok(0) => Some(self.fail(UpstreamError::Closed, false)),
             Ok(_) => Some(self.fail(UpstreamError::BadHead(HeadError::Malformed), false)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -404,7 +405,7 @@ impl Upstream {
     fn got_answer_bytes(&self) -> bool {
         match &self.state {
             State::Receiving { answer, .. } => match answer {
-                Answer::Head { buf } => !buf.is_empty(),
+                Answer::Head => !self.input.is_empty(),
                 Answer::Length { .. } | Answer::Framed { .. } => true,
             },
             _ => false,
@@ -425,94 +426,73 @@ impl Upstream {
         Some(self.fail(UpstreamError::Closed, !got_bytes))
     }
 
-    /// Handles bytes just read: `chunk` for head and framed phases; for length-framed bodies
-    /// the bytes are already in place and `chunk` is ignored.
-    fn on_bytes(&mut self, chunk: &[u8]) -> Option<UpstreamEvent> {
+    /// Moves newly read bytes through the answer's phases.
+    fn on_input(&mut self) -> Option<UpstreamEvent> {
         let State::Receiving { answer, .. } = &mut self.state else {
             return None;
         };
         match answer {
             Answer::Length { body, expected, .. } => {
                 if body.len() >= *expected {
-                    return self.complete(true);
+                    // Bytes past the answer would be an unsolicited second answer: don't reuse.
+                    return self.complete(self.input.is_empty());
                 }
                 None
             }
-            Answer::Framed { reader, body, .. } => match reader.feed(chunk, body) {
+            Answer::Framed { reader, body, .. } => match reader.feed(self.input.bytes(), body) {
                 Err(e) => Some(self.fail(UpstreamError::BadBody(e), false)),
-                // Bytes past the answer would be an unsolicited second answer: don't reuse.
-                Ok(progress) if progress.done => self.complete(progress.consumed == chunk.len()),
-                Ok(_) => None,
+                Ok(progress) => {
+                    self.input.consume(progress.consumed);
+                    if progress.done {
+                        return self.complete(self.input.is_empty());
+                    }
+                    None
+                }
             },
-            Answer::Head { buf } => {
-                buf.extend_from_slice(chunk);
-                self.on_head_bytes()
-            }
+            Answer::Head => self.on_head_bytes(),
         }
     }
 
     /// Parses the head once complete and moves any body bytes after it to the body phase.
     fn on_head_bytes(&mut self) -> Option<UpstreamEvent> {
-        let (max_head_bytes, max_body_bytes) = (self.max_head_bytes, self.max_body_bytes);
-        let State::Receiving { answer, .. } = &mut self.state else {
-            return None;
-        };
-        let Answer::Head { buf } = answer else {
-            return None;
-        };
         let head = loop {
-            match parse_response_head(buf, max_head_bytes) {
+            match parse_response_head(self.input.bytes(), self.max_head_bytes) {
                 Ok(None) => return None,
                 Err(e) => return Some(self.fail(UpstreamError::BadHead(e), false)),
                 // `100 Continue` and friends precede the real answer.
-                Ok(Some(head)) if head.is_interim() => {
-                    buf.drain(..head.head_bytes);
-                }
+                Ok(Some(head)) if head.is_interim() => self.input.consume(head.head_bytes),
                 Ok(Some(head)) => break head,
             }
         };
-        let rest = buf.split_off(head.head_bytes);
+        self.input.consume(head.head_bytes);
+        let State::Receiving { answer, .. } = &mut self.state else {
+            return None;
+        };
         match head.framing {
-            Framing::Length(n) if n > max_body_bytes as u64 => {
+            Framing::Length(n) if n > self.max_body_bytes as u64 => {
                 Some(self.fail(UpstreamError::BadBody(BodyError::TooLarge), false))
             }
             Framing::Length(n) => {
                 // Bounded by max_body_bytes just above, so the cast is exact.
                 let expected = n as usize;
-                let mut body = Vec::with_capacity(expected);
-                body.extend_from_slice(&rest[..rest.len().min(expected)]);
-                let surplus = rest.len() > expected;
+                let take = self.input.len().min(expected);
+                let mut body = Vec::with_capacity(expected.min(MAX_BODY_RESERVATION_BYTES));
+                body.extend_from_slice(&self.input.bytes()[..take]);
+                self.input.consume(take);
                 *answer = Answer::Length {
                     head,
                     body,
                     expected,
                 };
-                if surplus {
-                    // Bytes past the answer would be an unsolicited second answer: don't reuse.
-                    return self.complete(false);
-                }
-                self.on_bytes(&[])
+                self.on_input()
             }
             framing => {
-                let mut reader = BodyReader::new(framing, max_body_bytes);
-                if reader.is_done() {
-                    *answer = Answer::Framed {
-                        head,
-                        reader,
-                        body: Vec::new(),
-                    };
-                    return self.complete(rest.is_empty());
-                }
-                let mut body = Vec::new();
-                match reader.feed(&rest, &mut body) {
-                    Err(e) => Some(self.fail(UpstreamError::BadBody(e), false)),
-                    Ok(progress) => {
-                        let done = progress.done;
-                        let clean = progress.consumed == rest.len();
-                        *answer = Answer::Framed { head, reader, body };
-                        if done { self.complete(clean) } else { None }
-                    }
-                }
+                *answer = Answer::Framed {
+                    head,
+                    reader: BodyReader::new(framing, self.max_body_bytes),
+                    body: Vec::new(),
+                };
+                self.on_input()
             }
         }
     }
@@ -524,7 +504,7 @@ impl Upstream {
         };
         let (head, body) = match answer {
             Answer::Length { head, body, .. } | Answer::Framed { head, body, .. } => (head, body),
-            Answer::Head { .. } => return None,
+            Answer::Head => return None,
         };
         let keep_alive = keep_alive && head.keep_alive;
         self.served += 1;

@@ -68,6 +68,11 @@ pub struct Args {
     #[argh(option)]
     pub queue_max_bytes: Option<String>,
 
+    /// most payload bytes kept to catch up an execution client that was down or fell behind;
+    /// suffixes allowed (default 16MiB)
+    #[argh(option)]
+    pub catch_up_max_bytes: Option<String>,
+
     /// time allowed on SIGINT/SIGTERM to deliver what is queued, in s (default 5)
     #[argh(option)]
     pub shutdown_grace: Option<String>,
@@ -161,6 +166,7 @@ const ENV_FLAGS: &[EnvFlag] = &[
     env("--idle-timeout", &["SYNC_PROXY_IDLE_TIMEOUT"]),
     env("--queue-max", &["SYNC_PROXY_QUEUE_MAX"]),
     env("--queue-max-bytes", &["SYNC_PROXY_QUEUE_MAX_BYTES"]),
+    env("--catch-up-max-bytes", &["SYNC_PROXY_CATCH_UP_MAX_BYTES"]),
     env("--shutdown-grace", &["SYNC_PROXY_SHUTDOWN_GRACE"]),
     env("--network", &["SYNC_PROXY_NETWORK"]),
     env("--genesis-time", &["SYNC_PROXY_GENESIS_TIME"]),

@@ -87,6 +87,8 @@ pub struct Config {
     pub queue_max: usize,
     /// Most body bytes queued per upstream.
     pub queue_max_bytes: usize,
+    /// Most payload bytes kept for catch-up.
+    pub catch_up_max_bytes: usize,
     /// Time allowed to drain queues at shutdown.
     pub shutdown_grace: Duration,
     /// Slot arithmetic of the tracked chain.
@@ -137,6 +139,10 @@ pub const DEFAULT_QUEUE_MAX: usize = 64;
 /// Default per-upstream queued bytes: ~30 full 2 MB payloads, bounded so a dead execution
 /// client cannot grow the proxy's memory.
 pub const DEFAULT_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// Default catch-up window bytes: the 32 most recent payloads of typical size (100–500 KB),
+/// without holding 32 worst-case 2 MB payloads on a small VM once the queues are empty.
+pub const DEFAULT_CATCH_UP_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 impl Config {
     /// Validates raw arguments into a configuration.
@@ -248,6 +254,11 @@ impl Config {
                 &args.queue_max_bytes,
                 "--queue-max-bytes",
                 DEFAULT_QUEUE_MAX_BYTES,
+            )?,
+            catch_up_max_bytes: bytes_or(
+                &args.catch_up_max_bytes,
+                "--catch-up-max-bytes",
+                DEFAULT_CATCH_UP_MAX_BYTES,
             )?,
             shutdown_grace: match &args.shutdown_grace {
                 Some(v) => parse_duration("--shutdown-grace", v, Unit::Seconds)?,

@@ -110,7 +110,7 @@ impl Proxy {
             config.chain,
             config.tracker,
             upstreams.len(),
-            config.queue_max_bytes,
+            config.catch_up_max_bytes,
         );
         let limits = Limits {
             max_head_bytes: config.max_header_bytes,
@@ -348,6 +348,7 @@ impl Proxy {
             conn: key,
             serial,
             seq,
+            received_at: clock.now,
         };
         let views: Vec<UpstreamView> = self
             .upstreams
@@ -365,10 +366,10 @@ impl Proxy {
         };
         let action = handler::handle(&mut context, parsed, peer, clock);
         match action {
-            Action::Answer(answer) => self.deliver(reply, answer, clock.now, clock.now),
+            Action::Answer(answer) => self.deliver(reply, answer, clock.now),
             Action::Endpoint(endpoint) => {
                 let answer = self.render(endpoint, clock.now);
-                self.deliver(reply, answer, clock.now, clock.now);
+                self.deliver(reply, answer, clock.now);
             }
             Action::Forward {
                 request,
@@ -379,7 +380,7 @@ impl Proxy {
             } => {
                 let exchange = match local {
                     Some(answer) => {
-                        self.deliver(reply, answer, clock.now, request.received_at);
+                        self.deliver(reply, answer, clock.now);
                         None
                     }
                     None => {
@@ -495,12 +496,18 @@ impl Proxy {
             for (leg, why) in evicted {
                 let failure = match why {
                     Eviction::QueueFull => {
-                        warn!(
-                            "{}: queue full, dropped {} from {}",
-                            self.names[index],
-                            leg.request.describe(),
-                            leg.request.beacon
-                        );
+                        let due = self
+                            .upstreams
+                            .get_mut(index)
+                            .and_then(|u| u.note_drop(clock.now));
+                        if let Some(count) = due {
+                            warn!(
+                                "{}: queue full, dropped {count} request(s), latest {} from {}",
+                                self.names[index],
+                                leg.request.describe(),
+                                leg.request.beacon
+                            );
+                        }
                         LegFailure::Dropped
                     }
                     Eviction::Superseded => {
@@ -843,13 +850,13 @@ impl Proxy {
         };
         let reply = exchange.reply;
         self.exchanges.remove(&id);
-        self.deliver(reply, answer, now, now);
+        self.deliver(reply, answer, now);
     }
 
     /// Hands an answer to its beacon-node connection, if it is still there.
-    fn deliver(&mut self, reply: Reply, answer: Answer, now: Instant, since: Instant) {
-        self.metrics
-            .on_answer(answer.status, now.saturating_duration_since(since));
+    fn deliver(&mut self, reply: Reply, answer: Answer, now: Instant) {
+        let latency = now.saturating_duration_since(reply.received_at);
+        self.metrics.on_answer(answer.status, latency);
         let Some(Connection::Inbound(inbound)) = self.connections.get_mut(reply.conn) else {
             return;
         };
@@ -901,11 +908,19 @@ impl Proxy {
             if let Some(mut exchange) = self.exchanges.remove(&id) {
                 let answer = exchange.on_timeout();
                 debug!("exchange {id} timed out; answering {}", answer.status);
-                self.deliver(exchange.reply, answer, now, now);
+                self.deliver(exchange.reply, answer, now);
             }
         }
         if let Some(switch) = self.router.on_timeout(now, clock.unix_secs) {
             info!("following beacon: {switch}");
+        }
+        for upstream in &mut self.upstreams {
+            if let Some(count) = upstream.flush_drops(now) {
+                warn!(
+                    "{}: queue full, dropped {count} more request(s) in the last second",
+                    upstream.config.url
+                );
+            }
         }
         if self.shutdown_deadline.is_none() {
             for index in 0..self.upstreams.len() {
@@ -924,7 +939,12 @@ impl Proxy {
             .upstreams
             .iter()
             .filter(|_| self.shutdown_deadline.is_none())
-            .filter_map(ExecutionClient::probe_deadline);
+            .filter_map(ExecutionClient::probe_deadline)
+            .chain(
+                self.upstreams
+                    .iter()
+                    .filter_map(ExecutionClient::drop_log_deadline),
+            );
         connections
             .chain(exchanges)
             .chain(probes)

@@ -22,6 +22,8 @@ pub struct Reply {
     pub serial: u64,
     /// The request's sequence number on that connection.
     pub seq: u64,
+    /// When the request was read, to measure how long its answer took.
+    pub received_at: Instant,
 }
 
 /// How the answer is chosen among the upstreams' answers.
@@ -345,19 +347,19 @@ mod tests {
 
     use super::*;
 
-    const REPLY: Reply = Reply {
-        conn: 0,
-        serial: 0,
-        seq: 0,
-    };
-
     fn names(n: usize) -> Rc<[Box<str>]> {
         (0..n).map(|i| format!("el-{i}").into()).collect()
     }
 
     fn exchange(policy: AnswerPolicy, method: Method, order: Vec<usize>, n: usize) -> Exchange {
+        let reply = Reply {
+            conn: 0,
+            serial: 0,
+            seq: 0,
+            received_at: Instant::now(),
+        };
         Exchange::new(
-            REPLY,
+            reply,
             policy,
             b"7",
             method,

@@ -28,6 +28,10 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// request needs it (under half a 12 s slot).
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Drops are logged at most once per this period per upstream, with a count: under overload a
+/// line per drop would flood the log, and writing it stalls the only thread.
+pub const DROP_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Timeout of a health probe: a healthy execution client answers `eth_syncing` in milliseconds.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -125,6 +129,9 @@ pub struct ExecutionClient {
     probe: Rc<Request>,
     /// State-changing calls were dropped from the queue since the last catch-up.
     behind: bool,
+    /// Drops not yet logged, and when the last drop line was written.
+    unlogged_drops: u64,
+    last_drop_log: Option<Instant>,
     failures_in_row: u32,
     last_answer: Option<Instant>,
     probe_due: Option<Instant>,
@@ -155,6 +162,8 @@ impl ExecutionClient {
             via_name,
             probe,
             behind: false,
+            unlogged_drops: 0,
+            last_drop_log: None,
             failures_in_row: 0,
             last_answer: None,
             probe_due: Some(now),
@@ -235,6 +244,38 @@ impl ExecutionClient {
             }
         }
         evicted
+    }
+
+    /// Counts a drop; returns how many to log now (the first drop after a quiet second, else
+    /// `None`: they are summed into the next line).
+    pub fn note_drop(&mut self, now: Instant) -> Option<u64> {
+        self.unlogged_drops += 1;
+        if self
+            .last_drop_log
+            .is_some_and(|at| now.saturating_duration_since(at) < DROP_LOG_INTERVAL)
+        {
+            return None;
+        }
+        self.last_drop_log = Some(now);
+        Some(std::mem::take(&mut self.unlogged_drops))
+    }
+
+    /// Drops counted but not logged, once their second is over.
+    pub fn flush_drops(&mut self, now: Instant) -> Option<u64> {
+        let due = self.drop_log_deadline()?;
+        if now < due {
+            return None;
+        }
+        self.last_drop_log = Some(now);
+        Some(std::mem::take(&mut self.unlogged_drops))
+    }
+
+    /// When counted drops must be logged.
+    pub fn drop_log_deadline(&self) -> Option<Instant> {
+        if self.unlogged_drops == 0 {
+            return None;
+        }
+        self.last_drop_log.map(|at| at + DROP_LOG_INTERVAL)
     }
 
     /// Puts catch-up legs (oldest first) ahead of everything queued in the state lane.
@@ -541,6 +582,19 @@ mod tests {
         assert!(!el.wants_connection(Lane::State));
         assert!(el.on_answer(now));
         assert!(el.next_leg(Lane::State).is_some());
+    }
+
+    #[test]
+    fn drops_are_logged_once_per_second_with_a_count() {
+        let mut el = client();
+        let now = Instant::now();
+        assert_eq!(el.note_drop(now), Some(1));
+        assert_eq!(el.note_drop(now), None);
+        assert_eq!(el.note_drop(now + Duration::from_millis(500)), None);
+        assert_eq!(el.drop_log_deadline(), Some(now + DROP_LOG_INTERVAL));
+        assert_eq!(el.flush_drops(now + Duration::from_millis(900)), None);
+        assert_eq!(el.flush_drops(now + DROP_LOG_INTERVAL), Some(2));
+        assert_eq!(el.drop_log_deadline(), None);
     }
 
     #[test]

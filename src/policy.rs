@@ -29,8 +29,8 @@ pub const MAX_PAYLOAD_IDS: usize = 64;
 pub const MAX_COMPARED_BLOCKS: usize = 256;
 
 /// Recent payloads kept for catch-up: 32 blocks is over six minutes of mainnet, longer than an
-/// execution client restart; the bodies are shared with the queues, so the window mostly costs
-/// what the queues already hold.
+/// execution client restart. Their bytes are bounded separately (`--catch-up-max-bytes`): while
+/// queues are busy the bodies are shared with them, once they drain the window is what remains.
 pub const MAX_CATCH_UP_PAYLOADS: usize = 32;
 
 /// A set of upstreams by index (fits [`crate::config::MAX_UPSTREAMS`]).

@@ -213,3 +213,21 @@ fn path_is_preserved_toward_the_el() {
         received[0].head
     );
 }
+
+#[test]
+fn answer_latency_is_measured_from_the_request() {
+    let el = MockEl::start("el-0");
+    let proxy = ProxyProcess::start(&["--el", &el.url()]);
+    el.set_behavior(Behavior::Delay(Duration::from_millis(200)));
+    assert_eq!(
+        post(proxy.addr(), &new_payload(1, 0x55, unix_now())).status,
+        200
+    );
+    let metrics = get(proxy.addr(), "/metrics").text();
+    let sum: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sync_proxy_answer_seconds_sum "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(sum >= 0.2, "latency sum {sum} includes the EL's 200 ms");
+}

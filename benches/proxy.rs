@@ -1,0 +1,719 @@
+//! End-to-end benchmark of the `sync-proxy` binary, side by side in one run with the floor (the
+//! load generator talking to a mock execution client directly) and with nginx (`proxy_pass`
+//! to a keep-alive upstream, and `proxy_pass` plus `mirror` to sync-proxy as in DESIGN.md's
+//! appendix): added latency (p50, p99), requests/s, CPU per request, fan-out to 1/3/8 ELs, a
+//! 2 MB `newPayload`, peak RSS and binary size. Prints a Markdown table (for the README) and
+//! writes it to `target/bench-proxy.md`; child logs and `/metrics` go to
+//! `target/bench-proxy-logs/`.
+//!
+//! `cargo bench --bench proxy` (about a minute), or with `-- --quick` or
+//! `SYNC_PROXY_BENCH_QUICK=1` (about 20 s, a CI smoke run with fewer samples). nginx rows need
+//! `nginx` on `PATH` (or `SYNC_PROXY_BENCH_NGINX=/path/to/nginx`; `=off` skips them).
+//! `SYNC_PROXY_BENCH_MUSL=/path` names the static build to compare (default:
+//! `target/x86_64-unknown-linux-musl/release/sync-proxy`, if it was built).
+//!
+//! Everything runs on 127.0.0.1; every loop is bounded in count and time; every child is killed
+//! at the end, also on panic. It measures the binary Cargo builds for this benchmark (the bench
+//! profile, i.e. the release settings); it is not a micro-benchmark of modules (see `rpc.rs`,
+//! `jwt.rs`, `tracker.rs`).
+
+mod support;
+
+use std::fs;
+use std::hint::black_box;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::load::{self, Client, Request};
+use support::mock_el::MockEl;
+use support::nginx::{self, Mirror, Server};
+use support::procs::{self, Proc, TempDir};
+use support::report::{LargePath, Measured, Method, Report, Setup};
+
+/// The binary under test, built by Cargo for this benchmark.
+const SYNC_PROXY: &str = env!("CARGO_BIN_EXE_sync-proxy");
+
+/// The statically linked build the project ships, relative to a target directory.
+const MUSL_BINARY: &str = "x86_64-unknown-linux-musl/release/sync-proxy";
+
+/// Transactions in the large `newPayload`, and hex digits of each: about 2 MB of body, as in
+/// `rpc.rs`.
+const LARGE_TRANSACTIONS: usize = 2_000;
+const LARGE_TRANSACTION_HEX_BYTES: usize = 1_000;
+
+/// Extra mock ELs for the widest fan-out (8 ELs = the shared one plus these).
+const EXTRA_ELS: usize = 7;
+
+/// Time the proxies get after start to probe their ELs before idle RSS is read.
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// Pause after each throughput run, so queued deliveries (immediate ack, slow fan-out legs)
+/// drain before the next setup is measured.
+const DRAIN: Duration = Duration::from_millis(300);
+
+/// Errors after which a setup is left out of the remaining latency rounds: it is broken, and
+/// the run must end in bounded time anyway.
+const MAX_SETUP_ERRORS: u64 = 20;
+
+/// `client_body_buffer_size` of the tuned nginx: a 2 MB body stays in memory.
+const NGINX_BODY_BUFFER: &str = "4m";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick")
+        || std::env::var("SYNC_PROXY_BENCH_QUICK").is_ok_and(|v| v == "1");
+    // `cargo test --benches` runs this without `--bench`: no minute-long run there.
+    if !args.iter().any(|a| a == "--bench") && !quick {
+        println!(
+            "proxy benchmark: run it with `cargo bench --bench proxy` (add `-- --quick` for a smoke run)"
+        );
+        return;
+    }
+    if let Err(e) = run(&Settings::new(quick)) {
+        eprintln!("proxy benchmark failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// How much to measure: the full run or the CI smoke run.
+struct Settings {
+    quick: bool,
+    /// Latency is measured in rounds that visit every setup in turn, so background load on the
+    /// shared machine hits all setups alike.
+    latency_rounds: usize,
+    latency_per_round: usize,
+    /// Upper bound of one setup's share of one round.
+    round_time_cap: Duration,
+    warm_up_calls: usize,
+    throughput_connections: usize,
+    /// Throughput is measured in rounds across setups too; the median round is reported.
+    throughput_rounds: usize,
+    throughput_time: Duration,
+    max_per_connection: u64,
+    large_rounds: usize,
+    large_per_round: usize,
+    inspect_small_runs: usize,
+    inspect_large_runs: usize,
+}
+
+impl Settings {
+    fn new(quick: bool) -> Settings {
+        if quick {
+            Settings {
+                quick,
+                latency_rounds: 5,
+                latency_per_round: 200,
+                round_time_cap: Duration::from_secs(1),
+                warm_up_calls: 50,
+                throughput_connections: 8,
+                throughput_rounds: 1,
+                throughput_time: Duration::from_millis(1_000),
+                max_per_connection: 50_000,
+                large_rounds: 2,
+                large_per_round: 5,
+                inspect_small_runs: 1_000,
+                inspect_large_runs: 5,
+            }
+        } else {
+            Settings {
+                quick,
+                latency_rounds: 20,
+                latency_per_round: 500,
+                round_time_cap: Duration::from_secs(2),
+                warm_up_calls: 200,
+                throughput_connections: 8,
+                throughput_rounds: 3,
+                throughput_time: Duration::from_secs(1),
+                max_per_connection: 200_000,
+                large_rounds: 4,
+                large_per_round: 10,
+                inspect_small_runs: 10_000,
+                inspect_large_runs: 30,
+            }
+        }
+    }
+}
+
+/// A sync-proxy started for the run.
+struct SyncProxy {
+    /// Base name of its log and metrics files.
+    file: String,
+    addr: SocketAddr,
+    /// Index into the run's processes.
+    proc: usize,
+}
+
+/// The running children and where their files go.
+struct Lab {
+    procs: Vec<Proc>,
+    sync_proxies: Vec<SyncProxy>,
+    log_dir: PathBuf,
+}
+
+impl Lab {
+    /// Starts a sync-proxy on a fresh loopback port in front of `els`.
+    fn start_sync_proxy(
+        &mut self,
+        file: &str,
+        program: &Path,
+        els: &[SocketAddr],
+        ack: &str,
+    ) -> io::Result<(usize, SocketAddr)> {
+        let addr = procs::free_addr()?;
+        let mut args = vec![
+            "--listen".to_owned(),
+            addr.to_string(),
+            "--ack".to_owned(),
+            ack.to_owned(),
+            // The default level, as operators run it.
+            "--log-level".to_owned(),
+            "info".to_owned(),
+        ];
+        for el in els {
+            args.push("--el".to_owned());
+            args.push(format!("http://{el}"));
+        }
+        let log = self.log_dir.join(format!("{file}.log"));
+        let mut proc = Proc::spawn(file, program, &args, &log)?;
+        proc.wait_listening(addr)?;
+        self.procs.push(proc);
+        let index = self.procs.len() - 1;
+        self.sync_proxies.push(SyncProxy {
+            file: file.to_owned(),
+            addr,
+            proc: index,
+        });
+        Ok((index, addr))
+    }
+
+    fn push(&mut self, proc: Proc) -> usize {
+        self.procs.push(proc);
+        self.procs.len() - 1
+    }
+
+    fn cpu_times(&self, indexes: &[usize]) -> Vec<Duration> {
+        indexes.iter().map(|&i| self.procs[i].cpu_time()).collect()
+    }
+
+    /// Queue drops of every sync-proxy, by file name.
+    fn drops(&self) -> Vec<(String, Option<u64>)> {
+        self.sync_proxies
+            .iter()
+            .map(|p| (p.file.clone(), queue_drops(p.addr)))
+            .collect()
+    }
+}
+
+fn run(settings: &Settings) -> io::Result<()> {
+    let started = Instant::now();
+    let load_average = fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned());
+    let binary = PathBuf::from(SYNC_PROXY);
+    let target_dir = binary
+        .parent()
+        .and_then(Path::parent)
+        .map_or_else(|| PathBuf::from("target"), Path::to_path_buf);
+    let log_dir = target_dir.join("bench-proxy-logs");
+    fs::create_dir_all(&log_dir)?;
+    let temp = TempDir::new("sync-proxy-bench")?;
+    let musl = match std::env::var_os("SYNC_PROXY_BENCH_MUSL") {
+        Some(path) => Some(PathBuf::from(path)).filter(|path| path.is_file()),
+        None => [
+            target_dir.join(MUSL_BINARY),
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target")
+                .join(MUSL_BINARY),
+        ]
+        .into_iter()
+        .find(|path| path.is_file()),
+    };
+    let nginx_binary = match std::env::var("SYNC_PROXY_BENCH_NGINX") {
+        Ok(choice) if choice == "off" => None,
+        Ok(path) => Some(PathBuf::from(path)),
+        Err(_) => procs::which("nginx"),
+    };
+    progress(&format!(
+        "{}; binary {}; musl build {}; nginx {}",
+        if settings.quick {
+            "quick run"
+        } else {
+            "full run"
+        },
+        binary.display(),
+        musl.as_ref()
+            .map_or("not found".to_owned(), |p| p.display().to_string()),
+        nginx_binary
+            .as_ref()
+            .map_or("not found".to_owned(), |p| p.display().to_string())
+    ));
+
+    // Mock ELs: one shared by every setup, one behind the immediate-ack proxy (in the mirror
+    // deployment sync-proxy drives other ELs than nginx's), and extras for fan-out.
+    let el = MockEl::start()?;
+    let el_behind_mirror = MockEl::start()?;
+    let extra_els = (0..EXTRA_ELS)
+        .map(|_| MockEl::start())
+        .collect::<io::Result<Vec<_>>>()?;
+    let els = |count: usize| -> Vec<SocketAddr> {
+        std::iter::once(el.addr())
+            .chain(extra_els.iter().map(MockEl::addr))
+            .take(count)
+            .collect()
+    };
+
+    let mut lab = Lab {
+        procs: Vec::new(),
+        sync_proxies: Vec::new(),
+        log_dir: log_dir.clone(),
+    };
+    let (primary, primary_addr) =
+        lab.start_sync_proxy("sync-proxy-primary-1el", &binary, &els(1), "primary")?;
+    let (immediate, immediate_addr) = lab.start_sync_proxy(
+        "sync-proxy-immediate",
+        &binary,
+        &[el_behind_mirror.addr()],
+        "immediate",
+    )?;
+    let (fan3, fan3_addr) =
+        lab.start_sync_proxy("sync-proxy-primary-3el", &binary, &els(3), "primary")?;
+    let (fan8, fan8_addr) =
+        lab.start_sync_proxy("sync-proxy-primary-8el", &binary, &els(8), "primary")?;
+    let musl_proxy = match &musl {
+        Some(path) => {
+            Some(lab.start_sync_proxy("sync-proxy-musl-primary-1el", path, &els(1), "primary")?)
+        }
+        None => None,
+    };
+
+    let mut setups = vec![
+        Setup::new(
+            "direct (floor): load generator → mock EL",
+            el.addr(),
+            vec![],
+            None,
+        ),
+        Setup::new(
+            "sync-proxy `--ack primary` → 1 EL",
+            primary_addr,
+            vec![primary],
+            Some(primary_addr),
+        ),
+        Setup::new(
+            "sync-proxy `--ack immediate` (answers SYNCING at once)",
+            immediate_addr,
+            vec![immediate],
+            Some(immediate_addr),
+        ),
+    ];
+    let mut measured = vec![
+        Measured::new("sync-proxy `--ack primary`, 1 EL", primary),
+        Measured::new("sync-proxy `--ack primary`, 3 ELs", fan3),
+        Measured::new("sync-proxy `--ack primary`, 8 ELs", fan8),
+        Measured::new("sync-proxy `--ack immediate` (mirror target)", immediate),
+    ];
+    if let Some((index, addr)) = musl_proxy {
+        setups.push(Setup::new(
+            "sync-proxy `--ack primary` → 1 EL, static musl build",
+            addr,
+            vec![index],
+            Some(addr),
+        ));
+        measured.push(Measured::new(
+            "sync-proxy `--ack primary`, 1 EL, musl",
+            index,
+        ));
+    }
+    let mut large_paths = vec![
+        LargePath::new("direct → mock EL", el.addr(), vec![]),
+        LargePath::new("sync-proxy → 1 EL", primary_addr, vec![primary]),
+        LargePath::new("sync-proxy → 3 ELs", fan3_addr, vec![fan3]),
+        LargePath::new("sync-proxy → 8 ELs", fan8_addr, vec![fan8]),
+    ];
+
+    let mut notes = Vec::new();
+    match &nginx_binary {
+        Some(nginx_binary) => {
+            let (stock, tuned) = (procs::free_addr()?, procs::free_addr()?);
+            let servers = [
+                Server {
+                    listen: stock,
+                    mirror: None,
+                    body_buffer: None,
+                },
+                Server {
+                    listen: tuned,
+                    mirror: None,
+                    body_buffer: Some(NGINX_BODY_BUFFER),
+                },
+            ];
+            let dir = temp.path().join("nginx-proxy-pass");
+            let plain = lab.push(nginx::start(
+                nginx_binary,
+                "nginx-proxy-pass",
+                &dir,
+                el.addr(),
+                &servers,
+            )?);
+            let (appendix, keepalive) = (procs::free_addr()?, procs::free_addr()?);
+            let servers = [
+                Server {
+                    listen: appendix,
+                    mirror: Some(Mirror {
+                        target: immediate_addr,
+                        keepalive: false,
+                    }),
+                    body_buffer: None,
+                },
+                Server {
+                    listen: keepalive,
+                    mirror: Some(Mirror {
+                        target: immediate_addr,
+                        keepalive: true,
+                    }),
+                    body_buffer: None,
+                },
+            ];
+            let dir = temp.path().join("nginx-mirror");
+            let mirror = lab.push(nginx::start(
+                nginx_binary,
+                "nginx-mirror",
+                &dir,
+                el.addr(),
+                &servers,
+            )?);
+            setups.push(Setup::new(
+                "nginx `proxy_pass` (keepalive upstream)",
+                stock,
+                vec![plain],
+                None,
+            ));
+            setups.push(Setup::new(
+                "nginx `proxy_pass` + `mirror` → sync-proxy immediate (appendix config)",
+                appendix,
+                vec![mirror, immediate],
+                Some(immediate_addr),
+            ));
+            setups.push(Setup::new(
+                "nginx `proxy_pass` + `mirror`, keepalive to sync-proxy",
+                keepalive,
+                vec![mirror, immediate],
+                Some(immediate_addr),
+            ));
+            measured.push(Measured::new("nginx `proxy_pass`", plain));
+            measured.push(Measured::new("nginx `proxy_pass` + `mirror`", mirror));
+            large_paths.push(LargePath::new(
+                "nginx `proxy_pass`, stock config",
+                stock,
+                vec![plain],
+            ));
+            large_paths.push(LargePath::new(
+                &format!("nginx `proxy_pass`, `client_body_buffer_size {NGINX_BODY_BUFFER}`"),
+                tuned,
+                vec![plain],
+            ));
+        }
+        None => {
+            println!("nginx: skipped");
+            notes.push("nginx: skipped (not on PATH, or `SYNC_PROXY_BENCH_NGINX=off`)".to_owned());
+        }
+    }
+    let main_rows = setups.len();
+    setups.push(Setup::new("3 ELs", fan3_addr, vec![fan3], Some(fan3_addr)));
+    setups.push(Setup::new("8 ELs", fan8_addr, vec![fan8], Some(fan8_addr)));
+
+    thread::sleep(SETTLE);
+    for m in &mut measured {
+        m.idle_kib = lab.procs[m.proc].peak_rss_kib();
+    }
+
+    let mut small = Request::new_payload(0, 0);
+    progress(&format!(
+        "latency ({}-byte newPayloadV4)",
+        small.body_bytes()
+    ));
+    let latency_drops = measure_latency(settings, &lab, &mut setups, &mut small);
+    if latency_drops.iter().any(|(_, drops)| *drops != Some(0)) {
+        let listed: Vec<String> = latency_drops
+            .iter()
+            .map(|(file, drops)| {
+                format!("{file} {}", drops.map_or("?".to_owned(), |d| d.to_string()))
+            })
+            .collect();
+        notes.push(format!(
+            "requests sync-proxy dropped from full EL queues during the sequential latency runs: {}",
+            listed.join(", ")
+        ));
+    }
+
+    progress(&format!(
+        "throughput ({} connections, {:?} per setup)",
+        settings.throughput_connections, settings.throughput_time
+    ));
+    measure_throughput(settings, &lab, &mut setups, &small);
+    for m in &mut measured {
+        m.small_kib = lab.procs[m.proc].peak_rss_kib();
+    }
+
+    let mut large = Request::new_payload(LARGE_TRANSACTIONS, LARGE_TRANSACTION_HEX_BYTES);
+    progress(&format!("{}-byte newPayloadV4", large.body_bytes()));
+    measure_large(settings, &lab, &mut large_paths, &mut large);
+    thread::sleep(SETTLE);
+    for m in &mut measured {
+        m.large_kib = lab.procs[m.proc].peak_rss_kib();
+    }
+    let inspect = [
+        (
+            small.body_bytes(),
+            inspect_cost(small.body(), settings.inspect_small_runs),
+        ),
+        (
+            large.body_bytes(),
+            inspect_cost(large.body(), settings.inspect_large_runs),
+        ),
+    ];
+
+    notes.extend(collect_notes(&mut lab, temp.path())?);
+    let el_served =
+        el.served() + el_behind_mirror.served() + extra_els.iter().map(MockEl::served).sum::<u64>();
+    let method = Method {
+        quick: settings.quick,
+        latency_samples: settings.latency_rounds * settings.latency_per_round,
+        connections: settings.throughput_connections,
+        throughput_rounds: settings.throughput_rounds,
+        throughput_time: settings.throughput_time,
+        large_samples: settings.large_rounds * settings.large_per_round,
+        load_average,
+    };
+    let musl_name = musl.as_ref().map(|path| {
+        if path.ends_with(MUSL_BINARY) {
+            format!("target/{MUSL_BINARY}")
+        } else {
+            path.display().to_string()
+        }
+    });
+    let report = Report {
+        method: &method,
+        setups: &setups,
+        main_rows,
+        large_paths: &large_paths,
+        measured: &measured,
+        small_bytes: small.body_bytes(),
+        large_bytes: large.body_bytes(),
+        inspect: &inspect,
+        binary: &binary,
+        musl: musl.as_deref().zip(musl_name),
+        nginx_binary: nginx_binary.as_deref(),
+        notes: &notes,
+    };
+    let markdown = report.markdown();
+    drop(lab);
+    print!("{markdown}");
+    let out = target_dir.join("bench-proxy.md");
+    fs::write(&out, &markdown)?;
+    progress(&format!(
+        "wrote {}; logs and /metrics in {} ({el_served} requests answered by mock ELs, {:.0} s)",
+        out.display(),
+        log_dir.display(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// Sequential requests on one keep-alive connection per setup, in rounds across setups;
+/// returns the queue drops of each sync-proxy during the measured rounds.
+fn measure_latency(
+    settings: &Settings,
+    lab: &Lab,
+    setups: &mut [Setup],
+    request: &mut Request,
+) -> Vec<(String, Option<u64>)> {
+    let mut clients: Vec<Client> = setups.iter().map(|s| Client::new(s.addr)).collect();
+    for client in &mut clients {
+        let _ = load::latency(
+            client,
+            request,
+            settings.warm_up_calls,
+            settings.round_time_cap,
+        );
+    }
+    let before = lab.drops();
+    for _ in 0..settings.latency_rounds {
+        for (setup, client) in setups.iter_mut().zip(&mut clients) {
+            if setup.latency.errors >= MAX_SETUP_ERRORS {
+                continue;
+            }
+            let samples = load::latency(
+                client,
+                request,
+                settings.latency_per_round,
+                settings.round_time_cap,
+            );
+            setup.latency.extend(samples);
+        }
+    }
+    let after = lab.drops();
+    before
+        .into_iter()
+        .zip(after)
+        .map(|((file, b), (_, a))| (file, a.zip(b).map(|(a, b)| a.saturating_sub(b))))
+        .collect()
+}
+
+/// N connections per setup, one setup at a time, with the CPU of its proxies around it.
+fn measure_throughput(settings: &Settings, lab: &Lab, setups: &mut [Setup], template: &Request) {
+    for _ in 0..settings.throughput_rounds {
+        for setup in setups.iter_mut() {
+            let drops_before = setup.sync_proxy.and_then(queue_drops);
+            let before = lab.cpu_times(&setup.procs);
+            let mut after = Vec::new();
+            let round = load::throughput(
+                setup.addr,
+                template,
+                settings.throughput_connections,
+                settings.throughput_time,
+                settings.max_per_connection,
+                || {},
+                || after = lab.cpu_times(&setup.procs),
+            );
+            setup.rates.push(round.per_second());
+            setup.throughput.completed += round.completed;
+            setup.throughput.errors += round.errors;
+            setup.throughput.elapsed += round.elapsed;
+            for ((total, after), before) in setup.cpu_times.iter_mut().zip(&after).zip(&before) {
+                *total += after.saturating_sub(*before);
+            }
+            thread::sleep(DRAIN);
+            let drops = setup
+                .sync_proxy
+                .and_then(queue_drops)
+                .zip(drops_before)
+                .map(|(a, b)| a.saturating_sub(b));
+            setup.drops = setup.drops.zip(drops).map(|(total, d)| total + d);
+        }
+    }
+}
+
+/// The 2 MB payload, sequential on one connection per path, in rounds across paths.
+fn measure_large(settings: &Settings, lab: &Lab, paths: &mut [LargePath], request: &mut Request) {
+    let mut clients: Vec<Client> = paths.iter().map(|p| Client::new(p.addr)).collect();
+    for client in &mut clients {
+        let _ = load::latency(client, request, 2, settings.round_time_cap);
+    }
+    for _ in 0..settings.large_rounds {
+        for (path, client) in paths.iter_mut().zip(&mut clients) {
+            if path.samples.errors >= MAX_SETUP_ERRORS {
+                continue;
+            }
+            let before: Duration = lab.cpu_times(&path.procs).iter().sum();
+            path.samples.extend(load::latency(
+                client,
+                request,
+                settings.large_per_round,
+                settings.round_time_cap,
+            ));
+            let after: Duration = lab.cpu_times(&path.procs).iter().sum();
+            path.cpu_time += after.saturating_sub(before);
+        }
+    }
+}
+
+/// Median time of `sync_proxy::rpc::inspect` on `body`: the JSON part of the proxy's work.
+fn inspect_cost(body: &[u8], runs: usize) -> Duration {
+    let mut times: Vec<Duration> = (0..runs.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            let _ = black_box(sync_proxy::rpc::inspect(black_box(body)));
+            start.elapsed()
+        })
+        .collect();
+    times.sort_unstable();
+    times[times.len() / 2]
+}
+
+/// Checks after the run: children that died, `/metrics` of each sync-proxy (saved), warnings
+/// and errors in the logs, nginx's error logs (copied next to the others).
+fn collect_notes(lab: &mut Lab, temp: &Path) -> io::Result<Vec<String>> {
+    let mut notes = Vec::new();
+    for proc in &mut lab.procs {
+        if !proc.running() {
+            notes.push(format!(
+                "a child exited during the run; see {}",
+                proc.log().display()
+            ));
+        }
+    }
+    for proxy in &lab.sync_proxies {
+        match http_get(proxy.addr, "/metrics") {
+            Ok(text) => fs::write(
+                lab.log_dir.join(format!("{}.metrics.txt", proxy.file)),
+                text,
+            )?,
+            Err(e) => notes.push(format!("{}: GET /metrics failed: {e}", proxy.file)),
+        }
+        let text = fs::read_to_string(lab.procs[proxy.proc].log()).unwrap_or_default();
+        let warnings = text.lines().filter(|l| l.contains(" WARN ")).count();
+        let errors = text.lines().filter(|l| l.contains(" ERROR ")).count();
+        // One warning at start is expected: no --jwt-secret.
+        if warnings > 1 || errors > 0 {
+            notes.push(format!(
+                "{}.log: {warnings} warnings, {errors} errors",
+                proxy.file
+            ));
+        }
+    }
+    for dir in ["nginx-proxy-pass", "nginx-mirror"] {
+        if let Ok(text) = fs::read_to_string(temp.join(dir).join("error.log")) {
+            fs::write(lab.log_dir.join(format!("{dir}.error.log")), &text)?;
+            let buffered = text
+                .lines()
+                .filter(|l| l.contains("buffered to a temporary file"))
+                .count();
+            let other = text.lines().count() - buffered;
+            if buffered + other > 0 {
+                notes.push(format!(
+                    "{dir}.error.log: {buffered} \"request body is buffered to a temporary file\", {other} other lines"
+                ));
+            }
+        }
+    }
+    Ok(notes)
+}
+
+/// Sum of `sync_proxy_upstream_dropped_total` over a sync-proxy's ELs.
+fn queue_drops(addr: SocketAddr) -> Option<u64> {
+    let text = http_get(addr, "/metrics").ok()?;
+    let mut total = 0;
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("sync_proxy_upstream_dropped_total"))
+    {
+        total += line.rsplit(' ').next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// One `GET` with `Connection: close`; returns the body as text.
+fn http_get(addr: SocketAddr, path: &str) -> io::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    match text.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
+        _ => Err(io::Error::other(format!("GET {path}: unexpected answer"))),
+    }
+}
+
+fn progress(message: &str) {
+    eprintln!("proxy bench: {message}");
+}

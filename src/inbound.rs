@@ -106,6 +106,8 @@ pub struct Inbound<S = TcpStream> {
     readable: bool,
     writable: bool,
     peer_closed: bool,
+    /// Shutting down: read no request after the one under way.
+    stopping: bool,
     last_activity: Instant,
     finished: Option<CloseReason>,
 }
@@ -167,6 +169,7 @@ impl<S: Read + Write> Inbound<S> {
             readable: false,
             writable: false,
             peer_closed: false,
+            stopping: false,
             last_activity: now,
             finished: None,
         }
@@ -195,6 +198,11 @@ impl<S: Read + Write> Inbound<S> {
 
     /// Reads what the socket has and returns the requests completed by it.
     pub fn read_requests(&mut self, now: Instant, out: &mut Vec<ParsedRequest>) {
+        // Requests already buffered come first: answers may have freed pipeline slots since
+        // they were read, and edge-triggered readiness will not announce them again.
+        if self.finished.is_none() {
+            self.parse(now, out);
+        }
         for _ in 0..MAX_IO_ROUNDS {
             if !self.readable || !self.wants_read() {
                 break;
@@ -301,6 +309,8 @@ impl<S: Read + Write> Inbound<S> {
 
     /// Stops reading new requests; closes at once if nothing is owed.
     pub fn stop_reading(&mut self) {
+        // A request whose body is arriving is still read and answered; nothing after it.
+        self.stopping = true;
         if matches!(self.read, ReadState::Head { .. }) {
             self.read = ReadState::Stopped;
         }
@@ -396,7 +406,8 @@ impl<S: Read + Write> Inbound<S> {
                     return;
                 }
                 ReadState::Head { started } => {
-                    if self.buf.is_empty() {
+                    // Backpressure: no more requests than answers we are willing to owe.
+                    if self.buf.is_empty() || self.slots.len() >= MAX_PIPELINED_REQUESTS {
                         return;
                     }
                     started.get_or_insert(now);
@@ -491,7 +502,7 @@ impl<S: Read + Write> Inbound<S> {
         else {
             return false;
         };
-        if !head.keep_alive {
+        if !head.keep_alive || self.stopping {
             self.read = ReadState::Stopped;
         }
         let seq = self.next_seq;

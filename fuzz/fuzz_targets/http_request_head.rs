@@ -1,0 +1,230 @@
+//! Fuzzes inbound request framing: arbitrary bytes are a client's byte stream, read as pipelined
+//! request heads (`parse_request_head`), each followed by its body (`BodyReader`). Nothing may
+//! panic, and the framing must not depend on how the bytes were split: a head is the same with
+//! or without the bytes after it and under any limit it fits; every proper prefix of a head is
+//! "need more"; a body decodes the same fed whole, one byte at a time or cut at points taken from
+//! the input; the reader consumes no more than it is given, stops early only when done, never
+//! holds more than its limit and never yields more payload than it consumed.
+//!
+//! It does not check what the proxy does with a request (that is `inbound_stream`) nor the exact
+//! error of a given malformed head (the unit tests pin those).
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sync_proxy::http::body::{BodyError, BodyReader};
+use sync_proxy::http::head::{Framing, HeadError, RequestHead, Version, parse_request_head};
+
+/// Head limit the fuzzer can cross with its default input sizes (the proxy's default is larger).
+const MAX_HEAD_BYTES: usize = 1024;
+/// Body limit the fuzzer can cross, so the `TooLarge` paths are reached.
+const MAX_BODY_BYTES: usize = 256;
+/// A body limit no fuzz input reaches, to tell limit errors from framing errors.
+const UNLIMITED_BODY_BYTES: usize = 1 << 30;
+/// Most pipelined requests followed in one input; enough to reach every state twice.
+const MAX_MESSAGES: usize = 16;
+/// Heads up to this size have every prefix checked; longer ones a sample.
+const ALL_PREFIXES_BYTES: usize = 128;
+
+fuzz_target!(|data: &[u8]| {
+    let mut rest = data;
+    for _ in 0..MAX_MESSAGES {
+        let Some(head) = check_head(rest) else {
+            return;
+        };
+        let after_head = &rest[head.head_bytes..];
+        let Some(consumed) = check_body(head.framing, after_head) else {
+            return;
+        };
+        rest = &after_head[consumed..];
+    }
+});
+
+/// Parses a head at the start of `buf` and checks it; `Some` when complete.
+fn check_head(buf: &[u8]) -> Option<RequestHead> {
+    let head = match parse_request_head(buf, MAX_HEAD_BYTES) {
+        Ok(Some(head)) => head,
+        Ok(None) => {
+            assert!(buf.len() < MAX_HEAD_BYTES, "need-more past the limit");
+            return None;
+        }
+        Err(error) => {
+            assert!(matches!(error.status(), 400 | 417 | 431 | 501), "{error:?}");
+            assert!(!error.to_string().is_empty());
+            return None;
+        }
+    };
+    let size = head.head_bytes;
+    assert!(
+        size > 0 && size <= buf.len() && size <= MAX_HEAD_BYTES,
+        "head_bytes {size}"
+    );
+
+    // The head is a function of its own bytes, whatever follows and whatever limit it fits.
+    assert_eq!(
+        parse_request_head(&buf[..size], MAX_HEAD_BYTES).as_ref(),
+        Ok(&Some(head.clone()))
+    );
+    assert_eq!(
+        parse_request_head(buf, usize::MAX).as_ref(),
+        Ok(&Some(head.clone()))
+    );
+    assert_eq!(
+        parse_request_head(buf, size - 1),
+        Err(HeadError::TooLarge),
+        "a limit below the head must refuse it"
+    );
+    for cut in prefix_cuts(size) {
+        assert_eq!(
+            parse_request_head(&buf[..cut], MAX_HEAD_BYTES),
+            Ok(None),
+            "prefix of {cut} of a {size}-byte head"
+        );
+    }
+
+    // Framing facts the proxy relies on.
+    assert_ne!(
+        head.framing,
+        Framing::UntilClose,
+        "requests never read until close"
+    );
+    assert_ne!(
+        head.framing,
+        Framing::Length(0),
+        "an empty body is Framing::Empty"
+    );
+    if head.framing == Framing::Chunked || head.expect_continue {
+        assert_eq!(head.version, Version::Http11, "{head:?}");
+    }
+    assert!(!head.path.is_empty());
+    Some(head)
+}
+
+/// Reads a body of `framing` from `input` several ways and checks they agree; `Some(consumed)`
+/// when the body completed.
+fn check_body(framing: Framing, input: &[u8]) -> Option<usize> {
+    let whole = feed(framing, input, MAX_BODY_BYTES, &[]);
+    let every_byte: Vec<usize> = (1..input.len()).collect();
+    assert_eq!(feed(framing, input, MAX_BODY_BYTES, &every_byte), whole);
+    assert_eq!(
+        feed(framing, input, MAX_BODY_BYTES, &input_cuts(input)),
+        whole
+    );
+
+    // Under a larger limit only a `TooLarge` may change.
+    if whole != Err(BodyError::TooLarge) {
+        let unlimited = feed(framing, input, UNLIMITED_BODY_BYTES, &[]);
+        assert_eq!(
+            unlimited.as_ref().map(Outcome::read),
+            whole.as_ref().map(Outcome::read)
+        );
+    }
+
+    let outcome = whole.ok()?;
+    if let Framing::Length(n) = framing
+        && outcome.done
+    {
+        assert_eq!(outcome.consumed as u64, n);
+        assert_eq!(outcome.body, input[..outcome.consumed]);
+    }
+    if framing == Framing::Empty {
+        assert!(outcome.done && outcome.consumed == 0 && outcome.body.is_empty());
+    }
+
+    // The connection ends here: only a complete body is fine.
+    let mut reader = outcome.reader.clone();
+    match reader.on_eof() {
+        Ok(()) => assert!(outcome.done, "a request body may not end at EOF"),
+        Err(error) => {
+            assert_eq!(error, BodyError::Truncated);
+            assert!(!outcome.done);
+        }
+    }
+    outcome.done.then_some(outcome.consumed)
+}
+
+/// What feeding a body reader produced.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    body: Vec<u8>,
+    consumed: usize,
+    done: bool,
+    reader: BodyReader,
+}
+
+impl Outcome {
+    /// What was read, leaving out the reader (whose limit differs between runs).
+    fn read(&self) -> (&[u8], usize, bool) {
+        (&self.body, self.consumed, self.done)
+    }
+}
+
+/// Feeds `input` to a fresh reader in pieces ending at `cuts` (ascending), checking each step.
+fn feed(
+    framing: Framing,
+    input: &[u8],
+    max_body_bytes: usize,
+    cuts: &[usize],
+) -> Result<Outcome, BodyError> {
+    let mut reader = BodyReader::new(framing, max_body_bytes);
+    let mut body = Vec::new();
+    let mut consumed = 0;
+    let mut start = 0;
+    for end in cuts.iter().copied().chain([input.len()]) {
+        if end < start || end > input.len() {
+            continue;
+        }
+        let piece = &input[start..end];
+        start = end;
+        let result = reader.feed(piece, &mut body);
+        assert!(body.len() <= max_body_bytes, "body over its limit");
+        let progress = result?;
+        assert!(progress.consumed <= piece.len());
+        assert_eq!(progress.done, reader.is_done());
+        consumed += progress.consumed;
+        assert!(body.len() <= consumed, "more payload than input");
+        if progress.consumed < piece.len() {
+            assert!(progress.done, "stopped early without finishing");
+        }
+        if progress.done {
+            break;
+        }
+    }
+    if reader.is_done() {
+        // A finished reader takes nothing more.
+        let again = reader.feed(input, &mut body)?;
+        assert_eq!((again.consumed, again.done), (0, true));
+    }
+    Ok(Outcome {
+        done: reader.is_done(),
+        body,
+        consumed,
+        reader,
+    })
+}
+
+/// Cut points derived from the input: thirds, and after every LF (where framing lines end).
+fn input_cuts(input: &[u8]) -> Vec<usize> {
+    let len = input.len();
+    let mut cuts = vec![len / 3, len / 2, 2 * len / 3];
+    cuts.extend(
+        input
+            .iter()
+            .enumerate()
+            .filter(|(_, byte)| **byte == b'\n')
+            .map(|(at, _)| at + 1),
+    );
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts
+}
+
+/// Proper prefix lengths of a `size`-byte head to check: all of them for short heads.
+fn prefix_cuts(size: usize) -> Vec<usize> {
+    if size <= ALL_PREFIXES_BYTES {
+        return (0..size).collect();
+    }
+    let mut cuts: Vec<usize> = (0..16).map(|i| i * size / 16).collect();
+    cuts.extend([size - 1, size - 2, size - 3, size - 4]);
+    cuts
+}

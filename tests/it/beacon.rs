@@ -95,11 +95,16 @@ fn get_payload_goes_to_the_el_that_issued_the_id() {
         .unwrap()
         .to_owned();
     assert_ne!(primary_id, el1_id);
-    let from_el1 = post(
-        proxy.addr(),
-        &rpc(json!(3), "engine_getPayloadV4", json!([el1_id])),
-    )
-    .json();
+    // el-1's answer reaches the proxy after the primary's: until then its id is unknown.
+    let mut from_el1 = Value::Null;
+    assert!(crate::support::eventually(WAIT, || {
+        from_el1 = post(
+            proxy.addr(),
+            &rpc(json!(3), "engine_getPayloadV4", json!([el1_id])),
+        )
+        .json();
+        from_el1["error"].is_null()
+    }));
     assert_eq!(from_el1["result"]["executionPayload"]["builtBy"], "el-1");
     let from_el0 = post(
         proxy.addr(),

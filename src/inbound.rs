@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 
 use crate::http::body::BodyReader;
-use crate::http::head::{Framing, RequestHead, Version, parse_request_head};
+use crate::http::head::{Framing, RequestHead, RequestMethod, Version, parse_request_head};
 use crate::http::write::{CONTINUE, JSON, response_head};
 use crate::net::{InputBuffer, MAX_BODY_RESERVATION_BYTES, MAX_IO_ROUNDS, read_body};
 use crate::rpc;
@@ -138,6 +138,9 @@ enum Slot {
         seq: u64,
         version: Version,
         keep_alive: bool,
+        /// A `HEAD` request: the answer's head says how long the body would be, and no body
+        /// follows (RFC 9110 §9.3.2).
+        head_only: bool,
     },
     /// Ready to write.
     Ready {
@@ -246,6 +249,7 @@ impl<S: Read + Write> Inbound<S> {
         let Slot::Waiting {
             version,
             keep_alive,
+            head_only,
             ..
         } = *slot
         else {
@@ -253,7 +257,7 @@ impl<S: Read + Write> Inbound<S> {
         };
         *slot = Slot::Ready {
             head: response_head(version, status, content_type, body.len(), keep_alive),
-            body,
+            body: if head_only { Vec::new() } else { body },
             written: 0,
             close: !keep_alive,
         };
@@ -511,6 +515,7 @@ impl<S: Read + Write> Inbound<S> {
             seq,
             version: head.version,
             keep_alive: head.keep_alive,
+            head_only: head.method == RequestMethod::Head,
         });
         out.push(ParsedRequest { seq, head, body });
         true

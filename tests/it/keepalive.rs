@@ -99,3 +99,30 @@ fn http10_request_is_answered_and_closed() {
     assert_eq!(answer.json()["id"], 8);
     assert!(client.is_closed());
 }
+
+#[test]
+fn head_request_gets_headers_without_a_body_and_the_connection_stays_usable() {
+    let el = MockEl::start("el-0");
+    let proxy = ProxyProcess::start(&["--el", &el.url()]);
+    let mut client = Client::connect(proxy.addr());
+    client.send(b"HEAD /status HTTP/1.1\r\nHost: p\r\n\r\n");
+    // The client reads a head announcing a body that never comes, then the next answer.
+    client.send(b"GET /health HTTP/1.1\r\nHost: p\r\n\r\n");
+    let mut raw = Vec::new();
+    for _ in 0..100 {
+        if String::from_utf8_lossy(&raw).contains("healthy") {
+            break;
+        }
+        raw.extend(client.read_some());
+    }
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    let second = text
+        .find("HTTP/1.1")
+        .and_then(|first| text[first + 1..].find("HTTP/1.1"))
+        .expect("second answer");
+    assert!(
+        !text[..second].contains("\"upstreams\""),
+        "HEAD answer carried a body: {text}"
+    );
+}

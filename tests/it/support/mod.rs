@@ -269,6 +269,13 @@ impl Client {
         }
     }
 
+    /// Reads whatever bytes arrive next (raw, unparsed).
+    pub fn read_some(&mut self) -> Vec<u8> {
+        let mut chunk = [0u8; 65536];
+        let n = self.stream.read(&mut chunk).expect("read from proxy");
+        chunk[..n].to_vec()
+    }
+
     /// Whether the proxy closed the connection (EOF within the wait).
     pub fn is_closed(&mut self) -> bool {
         let mut byte = [0u8; 1];

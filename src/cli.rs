@@ -10,8 +10,11 @@ use argh::FromArgs;
 /// clients over the Engine API.
 #[derive(FromArgs, Debug, Default, PartialEq)]
 pub struct Args {
-    /// address to listen on for beacon nodes (default 127.0.0.1:25590; IPv6 as [::1]:25590)
-    #[argh(option)]
+    // The help text lives in `description`: in a doc comment `[::1]` would be a broken link.
+    #[argh(
+        option,
+        description = "address to listen on for beacon nodes (default 127.0.0.1:25590; IPv6 as [::1]:25590)"
+    )]
     pub listen: Option<String>,
 
     /// execution client URL, repeatable; the first healthy one answers. http://host:port[/path]

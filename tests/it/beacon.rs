@@ -39,14 +39,7 @@ fn fork_choice_from_a_beacon_that_is_not_followed_is_answered_syncing() {
     assert!(same["result"]["payloadId"].is_string());
     for el in [&el0, &el1] {
         let fcus = el.received_method("engine_forkchoiceUpdatedV3");
-        let ids: Vec<u64> = fcus
-            .iter()
-            .map(|r| {
-                serde_json::from_slice::<Value>(&r.body).unwrap()["id"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect();
+        let ids: Vec<u64> = fcus.iter().map(|r| r.id().unwrap()).collect();
         assert_eq!(ids, [2, 4], "only the followed head reached the ELs");
     }
 }

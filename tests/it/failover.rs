@@ -126,14 +126,7 @@ fn slow_el_does_not_delay_delivery_to_the_others() {
     // The slow one still gets all three, in order.
     let received = slow.wait_for(3, Duration::from_secs(15));
     assert_eq!(received.len(), 3);
-    let ids: Vec<u64> = received
-        .iter()
-        .map(|r| {
-            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["id"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let ids: Vec<u64> = received.iter().map(|r| r.id().unwrap()).collect();
     assert_eq!(ids, [0, 1, 2]);
 }
 
@@ -185,14 +178,7 @@ fn el_back_after_drops_catches_up_in_order_before_the_head() {
     let back = MockEl::start_on(&format!("127.0.0.1:{port}"), "el-1");
     assert!(proxy.wait_log("catching up with", WAIT).is_some());
     let received = back.wait_for(11, WAIT);
-    let ids: Vec<u64> = received
-        .iter()
-        .map(|r| {
-            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["id"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let ids: Vec<u64> = received.iter().map(|r| r.id().unwrap()).collect();
     assert_eq!(
         ids,
         (1..=11).collect::<Vec<u64>>(),

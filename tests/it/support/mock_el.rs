@@ -44,6 +44,14 @@ pub struct Received {
 }
 
 impl Received {
+    /// The JSON-RPC id of the request, when it is a number.
+    pub fn id(&self) -> Option<u64> {
+        serde_json::from_slice::<Value>(&self.body)
+            .ok()?
+            .get("id")?
+            .as_u64()
+    }
+
     /// A header's value (case-insensitive name).
     pub fn header(&self, name: &str) -> Option<String> {
         self.head.lines().find_map(|line| {

@@ -35,7 +35,9 @@ use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
 use sync_proxy::http::body::BodyReader;
-use sync_proxy::http::head::{Framing, HeadError, RequestHead, Version, parse_request_head};
+use sync_proxy::http::head::{
+    Framing, HeadError, RequestHead, RequestMethod, Version, parse_request_head,
+};
 use sync_proxy::inbound::{CloseReason, Inbound, Limits, MAX_PIPELINED_REQUESTS, ParsedRequest};
 
 /// Slots beyond `MAX_PIPELINED_REQUESTS` a connection may hold: a `100 Continue` and the error
@@ -542,7 +544,7 @@ impl Run {
     fn check_end(&mut self) {
         let finished = self.conn.finished();
         let written = std::mem::take(&mut self.peer().written);
-        let responses = parse_responses(&written);
+        let responses = parse_responses(&written, &self.requests);
 
         let mut next_seq = 0;
         let mut continues = 0;
@@ -556,11 +558,15 @@ impl Run {
                 continue;
             }
             assert!(reject.is_none(), "a response after the error answer");
-            if response.body.starts_with(ANSWER_PREFIX) {
+            if response.body.starts_with(ANSWER_PREFIX) || response.head_only {
                 let Some((status, body)) = self.answers.get(&next_seq) else {
                     panic!("answer {next_seq} written but never given");
                 };
-                assert_eq!(response.body, *body, "answers out of order at {next_seq}");
+                if response.head_only {
+                    assert_eq!(response.length, body.len(), "HEAD answer {next_seq} length");
+                } else {
+                    assert_eq!(response.body, *body, "answers out of order at {next_seq}");
+                }
                 assert_eq!(response.status, *status);
                 let head = &self.requests[next_seq as usize];
                 let close_header = head.version == Version::Http11 && !head.keep_alive;
@@ -703,6 +709,10 @@ struct Response {
     status: u16,
     close: bool,
     body: Vec<u8>,
+    /// The answer to a `HEAD` request: `Content-Length` announces a body that is not sent.
+    head_only: bool,
+    /// The `Content-Length` value.
+    length: usize,
 }
 
 /// The responses in `written`, and how many bytes after them do not form a complete one.
@@ -711,9 +721,11 @@ struct Responses {
     leftover: usize,
 }
 
-fn parse_responses(written: &[u8]) -> Responses {
+/// `requests` are the requests read, in order: answers to `HEAD` carry no body.
+fn parse_responses(written: &[u8], requests: &[RequestHead]) -> Responses {
     let mut complete = Vec::new();
     let mut rest = written;
+    let mut answered = 0;
     while !rest.is_empty() {
         let mut headers = [httparse::EMPTY_HEADER; 16];
         let mut response = httparse::Response::new(&mut headers);
@@ -738,15 +750,25 @@ fn parse_responses(written: &[u8]) -> Responses {
                 0
             }
         };
-        let Some(body) = rest.get(head_bytes..head_bytes + length) else {
+        let head_only = status != 100
+            && requests
+                .get(answered)
+                .is_some_and(|r| r.method == RequestMethod::Head);
+        let sent = if head_only { 0 } else { length };
+        let Some(body) = rest.get(head_bytes..head_bytes + sent) else {
             break;
         };
+        if status != 100 {
+            answered += 1;
+        }
         complete.push(Response {
             status,
             close,
             body: body.to_vec(),
+            head_only,
+            length,
         });
-        rest = &rest[head_bytes + length..];
+        rest = &rest[head_bytes + sent..];
     }
     Responses {
         complete,

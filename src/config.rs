@@ -277,6 +277,13 @@ impl Config {
         })
     }
 
+    /// How long an upstream may take to answer `method`: `--request-timeout`, else the spec's
+    /// value for the method.
+    pub fn timeout_for(&self, method: crate::engine::Method) -> Duration {
+        self.request_timeout
+            .unwrap_or_else(|| method.default_timeout())
+    }
+
     /// The execution clients (not the chained proxies), in configured order.
     pub fn execution_clients(&self) -> impl Iterator<Item = &UpstreamConfig> {
         self.upstreams

@@ -336,9 +336,16 @@ impl ExecutionClient {
         if leg.probe && self.is_proxy() {
             return health_check_head(&self.config.host);
         }
-        let authorization = match &mut self.signer {
-            Some(signer) => Some(signer.bearer(unix_secs).to_owned()),
-            None => request.authorization.as_deref().map(str::to_owned),
+        let authorization = match (&mut self.signer, &self.config.jwt_secret) {
+            // A chained proxy learns the beacon node from the token's `id` claim, which the
+            // shared secret vouches for (no need to trust forwarding headers).
+            (Some(_), Some(secret)) if self.config.kind == UpstreamKind::Proxy => Some(
+                Signer::with_id(secret.clone(), &request.beacon)
+                    .bearer(unix_secs)
+                    .to_owned(),
+            ),
+            (Some(signer), _) => Some(signer.bearer(unix_secs).to_owned()),
+            (None, _) => request.authorization.as_deref().map(str::to_owned),
         };
         if !self.is_proxy() {
             return request_head(

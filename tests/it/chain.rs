@@ -75,3 +75,31 @@ fn forwarding_loop_is_detected_and_refused() {
     );
     drop(b);
 }
+
+#[test]
+fn chained_proxy_with_a_secret_learns_the_beacon_from_the_token_id() {
+    let (_, secret) = crate::support::secret_file("chain", 0x5c);
+    let far_el = MockEl::start("far");
+    let far = ProxyProcess::start(&[
+        "--el",
+        &far_el.url(),
+        "--jwt-secret",
+        &secret,
+        "--trusted-proxy",
+        "none",
+    ]);
+    let near_el = MockEl::start("near");
+    let far_url = format!("http://{}#jwt-secret={secret}", far.addr());
+    let near = ProxyProcess::start(&["--el", &near_el.url(), "--proxy", &far_url]);
+    post_with(near.addr(), "/bn-9", &new_payload(1, 0x29, unix_now()), "");
+    assert_eq!(
+        far_el.wait_for(1, WAIT).len(),
+        1,
+        "the far proxy accepted the signed request"
+    );
+    let status = get(far.addr(), "/status").json();
+    assert_eq!(
+        status["followed_beacon"], "bn-9",
+        "identity from the token, not the peer: {status}"
+    );
+}

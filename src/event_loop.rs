@@ -528,7 +528,7 @@ impl Proxy {
                 Some(Connection::Upstream(upstream)) => {
                     let (index, lane) = (upstream.upstream, upstream.lane);
                     if let Some(event) = upstream.on_timeout(now) {
-                        let keep = self.on_upstream_event(key, index, lane, event, clock);
+                        let keep = self.on_upstream_event(index, lane, event, clock);
                         if !keep {
                             self.close_upstream(key, index, lane);
                             self.pump(index, lane, clock);

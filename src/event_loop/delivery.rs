@@ -183,7 +183,7 @@ impl Proxy {
             let Some(event) = connection.drive() else {
                 return;
             };
-            let keep = self.on_upstream_event(key, index, lane, event, clock);
+            let keep = self.on_upstream_event(index, lane, event, clock);
             if !keep {
                 self.close_upstream(key, index, lane);
                 self.pump(index, lane, clock);
@@ -197,7 +197,6 @@ impl Proxy {
     /// Applies an upstream event; returns whether the connection stays open.
     pub(super) fn on_upstream_event(
         &mut self,
-        key: usize,
         index: usize,
         lane: Lane,
         event: UpstreamEvent,
@@ -243,7 +242,6 @@ impl Proxy {
                 error,
                 retryable,
             } => {
-                let _ = key;
                 match leg {
                     Some(leg) if retryable && leg.attempts < 2 => {
                         debug!(

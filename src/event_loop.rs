@@ -7,7 +7,7 @@
 //! touch another connection; the loop does.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -30,6 +30,7 @@ use crate::inbound::{Inbound, Limits, ParsedRequest};
 use crate::metrics::Metrics;
 use crate::policy::{Router, UpstreamView};
 use crate::request::{ExchangeId, ExchangeMap};
+use crate::rpc::Hash32;
 use crate::status;
 use crate::time::Clock;
 use crate::upstream::{Response, Upstream};
@@ -56,6 +57,10 @@ const MAX_UPSTREAM_EVENTS: usize = 64;
 /// Rounds of read-handle-write per beacon-node connection per wake-up.
 const MAX_INBOUND_ROUNDS: usize = 8;
 
+/// Copies of a block waiting for an upstream's verdict, by (upstream, block hash): each the
+/// waiting exchange and its request's id.
+type BlockWaiters = HashMap<(usize, Hash32), Vec<(ExchangeId, Box<[u8]>)>>;
+
 /// A connection in the slab.
 #[derive(Debug)]
 enum Connection {
@@ -75,6 +80,9 @@ pub struct Proxy {
     upstreams: Vec<ExecutionClient>,
     names: Rc<[Box<str>]>,
     exchanges: ExchangeMap<Exchange>,
+    /// Copies of a block waiting for an upstream's verdict on it: (upstream, block hash) →
+    /// (exchange, request id). Emptied when that delivery settles; bounded by the exchanges.
+    block_waiters: BlockWaiters,
     exchange_deadlines: BinaryHeap<Reverse<(Instant, ExchangeId)>>,
     next_exchange: ExchangeId,
     next_serial: u64,
@@ -131,6 +139,7 @@ impl Proxy {
             upstreams,
             names,
             exchanges: ExchangeMap::default(),
+            block_waiters: HashMap::new(),
             exchange_deadlines: BinaryHeap::new(),
             next_exchange: 0,
             next_serial: 0,
@@ -379,6 +388,7 @@ impl Proxy {
                 local,
                 order,
                 policy,
+                awaiting,
             } => {
                 let exchange = match local {
                     Some(answer) => {
@@ -403,6 +413,12 @@ impl Proxy {
                             ),
                         );
                         self.exchange_deadlines.push(Reverse((deadline, id)));
+                        if let Some(block) = awaiting {
+                            self.block_waiters
+                                .entry(block)
+                                .or_default()
+                                .push((id, call_id.into()));
+                        }
                         Some(id)
                     }
                 };

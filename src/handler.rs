@@ -19,7 +19,7 @@ use crate::jwt;
 use crate::metrics::{Metrics, Refusal};
 use crate::policy::{Route, Router, UpstreamSet, UpstreamView};
 use crate::request::Request;
-use crate::rpc::{self, InspectError, Inspected};
+use crate::rpc::{self, Hash32, InspectError, Inspected};
 use crate::time::Clock;
 
 /// Longest chain of sync-proxies a request may pass: deployments chain two or three; a longer
@@ -57,6 +57,9 @@ pub enum Action {
         order: Vec<usize>,
         /// How the answer is chosen.
         policy: AnswerPolicy,
+        /// The answer is the pending answer of this upstream to this block (a copy of a block
+        /// another beacon node sent first).
+        awaiting: Option<(usize, Hash32)>,
     },
 }
 
@@ -210,6 +213,7 @@ fn rpc_request(
                 local: Some(Answer::json(200, body)),
                 order: Vec::new(),
                 policy: AnswerPolicy::Primary,
+                awaiting: None,
             }
         }
         Route::Exchange {
@@ -229,6 +233,26 @@ fn rpc_request(
                 local: None,
                 order,
                 policy,
+                awaiting: None,
+            }
+        }
+        Route::Await {
+            upstream,
+            hash,
+            targets,
+        } => {
+            debug!(
+                "{} from {}: block being validated; answered with that verdict",
+                request.describe(),
+                request.beacon
+            );
+            Action::Forward {
+                request,
+                targets,
+                local: None,
+                order: vec![upstream],
+                policy: AnswerPolicy::Primary,
+                awaiting: Some((upstream, hash)),
             }
         }
     }

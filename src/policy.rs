@@ -98,6 +98,16 @@ pub enum Route {
         /// Why the proxy answers itself, for logs.
         reason: &'static str,
     },
+    /// A copy of a block the primary is validating right now: the answer is the primary's
+    /// verdict on that delivery (re-addressed to this request), not a premature `SYNCING`.
+    Await {
+        /// The primary, whose pending answer for `hash` this request waits for.
+        upstream: usize,
+        /// The block.
+        hash: Hash32,
+        /// Upstreams that get the request (those that have not had the block yet).
+        targets: UpstreamSet,
+    },
     /// The upstreams in `order` answer (first = primary); `targets` get the request.
     Exchange {
         /// Upstreams that get the request (a superset of `order`).
@@ -376,7 +386,10 @@ impl Router {
                         AnswerPolicy::Primary,
                     );
                 };
-                self.route_new_payload(call, hash, primary, clients, proxies)
+                let primary_available = primary
+                    .and_then(|p| upstreams.get(p))
+                    .is_some_and(|u| u.available);
+                self.route_new_payload(call, hash, primary, primary_available, clients, proxies)
             }
             Method::GetPayload(_) => {
                 let owners = call
@@ -423,6 +436,7 @@ impl Router {
         call: &Call,
         hash: Hash32,
         primary: Option<usize>,
+        primary_available: bool,
         clients: UpstreamSet,
         proxies: UpstreamSet,
     ) -> Route {
@@ -438,19 +452,23 @@ impl Router {
         }
         match primary {
             Some(p) if !fresh.contains(p) => {
-                let cached = self
-                    .delivered
-                    .get(p)
-                    .and_then(|d| d.get(&hash))
-                    .and_then(|answer| answer.as_ref())
-                    .map(|body| rpc::rewrite_id(body, &call.id));
-                Route::Local {
-                    body: cached
-                        .flatten()
-                        .or_else(|| rpc::syncing_body(call.method, &call.id))
-                        .unwrap_or_else(|| rpc::immediate_body(call)),
-                    targets: fresh.union(proxies),
-                    reason: "block already delivered",
+                let delivery = self.delivered.get(p).and_then(|d| d.get(&hash));
+                match delivery {
+                    // Being validated by a primary that is up: wait for its verdict.
+                    Some(None) if primary_available => Route::Await {
+                        upstream: p,
+                        hash,
+                        targets: fresh.union(proxies),
+                    },
+                    answer => Route::Local {
+                        body: answer
+                            .and_then(|answer| answer.as_ref())
+                            .and_then(|answer| rpc::rewrite_id(answer, &call.id))
+                            .or_else(|| rpc::syncing_body(call.method, &call.id))
+                            .unwrap_or_else(|| rpc::immediate_body(call)),
+                        targets: fresh.union(proxies),
+                        reason: "block already delivered",
+                    },
                 }
             }
             _ => exchange(
@@ -468,18 +486,20 @@ impl Router {
             AckMode::Primary => return route,
         };
         match (route, policy) {
-            (Route::Exchange { targets, .. }, None) => Route::Local {
-                body: match call {
-                    Some(call) => rpc::immediate_body(call),
-                    None => rpc::error_body(
-                        b"null",
-                        rpc::code::INTERNAL_ERROR,
-                        "sync-proxy --ack immediate: batch queued for delivery, not answered",
-                    ),
-                },
-                targets,
-                reason: "--ack immediate",
-            },
+            (Route::Exchange { targets, .. } | Route::Await { targets, .. }, None) => {
+                Route::Local {
+                    body: match call {
+                        Some(call) => rpc::immediate_body(call),
+                        None => rpc::error_body(
+                            b"null",
+                            rpc::code::INTERNAL_ERROR,
+                            "sync-proxy --ack immediate: batch queued for delivery, not answered",
+                        ),
+                    },
+                    targets,
+                    reason: "--ack immediate",
+                }
+            }
             (
                 Route::Exchange {
                     targets,
@@ -598,9 +618,9 @@ mod tests {
 
     fn targets_of(route: &Route) -> Vec<usize> {
         match route {
-            Route::Local { targets, .. } | Route::Exchange { targets, .. } => {
-                targets.iter().collect()
-            }
+            Route::Local { targets, .. }
+            | Route::Exchange { targets, .. }
+            | Route::Await { targets, .. } => targets.iter().collect(),
         }
     }
 
@@ -694,6 +714,22 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["id"], 7, "re-addressed to the new request");
         assert_eq!(body["result"]["status"], "VALID");
+    }
+
+    #[test]
+    fn new_payload_copy_while_primary_validates_awaits_its_verdict() {
+        let mut router = router(AckMode::Primary);
+        let now = Instant::now();
+        send(&mut router, "bn-a", &new_payload(1, 0xab, 100), now);
+        let copy = send(&mut router, "bn-b", &new_payload(2, 0xab, 100), now);
+        let Route::Await {
+            upstream, targets, ..
+        } = copy
+        else {
+            panic!("{copy:?}");
+        };
+        assert_eq!(upstream, 0);
+        assert!(targets.is_empty());
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::exchange::LegFailure;
 use crate::execution_client::{Eviction, ExecutionClient};
 use crate::policy::UpstreamSet;
 use crate::request::{ExchangeId, Leg, Request};
+use crate::rpc::{self, Call};
 use crate::time::Clock;
 use crate::upstream::{Response, Upstream, UpstreamError, UpstreamEvent};
 
@@ -344,6 +345,40 @@ impl Proxy {
     }
 
     /// Bookkeeping for a leg's outcome, then the waiting exchange, if any.
+    /// Answers the copies of a block other beacon nodes sent while `index` was validating it,
+    /// each with that verdict under its own id (`SYNCING` if the delivery failed).
+    fn answer_copies(
+        &mut self,
+        index: usize,
+        call: &Call,
+        outcome: &Result<Response, LegFailure>,
+        clock: Clock,
+    ) {
+        let (Method::NewPayload(_), Some(hash)) = (call.method, call.block_hash) else {
+            return;
+        };
+        let Some(copies) = self.block_waiters.remove(&(index, hash)) else {
+            return;
+        };
+        for (id, request_id) in copies {
+            let verdict = match outcome {
+                Ok(response) if (200..300).contains(&response.status) => {
+                    rpc::rewrite_id(&response.body, &request_id)
+                }
+                Ok(_) | Err(_) => None,
+            };
+            let body = verdict
+                .or_else(|| rpc::syncing_body(call.method, &request_id))
+                .unwrap_or_default();
+            let response = Response {
+                status: 200,
+                content_type: None,
+                body,
+            };
+            self.report(id, index, Ok(response), clock.now);
+        }
+    }
+
     pub(super) fn settle(
         &mut self,
         index: usize,
@@ -370,6 +405,7 @@ impl Proxy {
                 }
                 Ok(_) | Err(_) => self.router.on_failure(index, call),
             }
+            self.answer_copies(index, call, &outcome, clock);
         }
         if leg.reported {
             return;

@@ -12,7 +12,9 @@
 # and delivered to both ELs without failures, and that Lodestar proposed blocks without
 # execution errors. Exit code 0 means all of that held; otherwise it prints why and log tails.
 #
-# Usage: tests/interop/run.sh [--seconds N] [--install-only] [--no-netns]
+# Usage: tests/interop/run.sh [--seconds N] [--split-validators] [--install-only] [--no-netns]
+#   --split-validators  BN1 and BN2 get 4 of the 8 validators each, so the beacon node that is
+#                       not followed proposes and attests too (the design's same-head rule)
 # Environment:
 #   INTEROP_HOME    client installs (default ~/.cache/sync-proxy-interop; reused between runs)
 #   INTEROP_RUN     per-run folder with logs and data (default: a fresh mktemp folder, kept)
@@ -31,10 +33,12 @@ VALIDATORS=8
 MIN_BLOCKS=10       # each EL must reach at least this block number
 MAX_HEAD_GAP=2      # blocks the two ELs (and the beacon head) may differ by at the end
 INSTALL_ONLY=0
+SPLIT=0
+ARGS=("$@")
 USE_NETNS=1
 IN_NETNS=0
 
-# Fixed loopback ports: safe inside the private namespace; checked free otherwise.
+# Loopback ports: fixed inside the private namespace; outside it, the next free ones.
 PROXY_PORT=25590
 EL_A_RPC=18545; EL_A_ENGINE=18551; EL_A_P2P=30391
 EL_B_RPC=18546; EL_B_ENGINE=18552; EL_B_P2P=30392
@@ -45,14 +49,16 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) RUN_SECONDS=$2; shift 2 ;;
     --install-only) INSTALL_ONLY=1; shift ;;
+    --split-validators) SPLIT=1; shift ;;
     --no-netns) USE_NETNS=0; shift ;;
     --in-netns) IN_NETNS=1; shift ;;   # internal: this copy already runs inside the namespace
-    *) echo "usage: $0 [--seconds N] [--install-only] [--no-netns]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--seconds N] [--split-validators] [--install-only] [--no-netns]" >&2; exit 2 ;;
   esac
 done
 
 log() { printf '[interop %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "FAIL: $*"; exit 1; }
+REPORTED=0   # set once a failure has been explained, so the exit trap does not repeat it
+die() { REPORTED=1; log "FAIL: $*"; exit 1; }
 
 ejs_bin() { echo "$INTEROP_HOME/ejs/node_modules/@ethereumjs/client/dist/esm/bin/cli.js"; }
 lodestar_bin() { echo "$INTEROP_HOME/lodestar/node_modules/@chainsafe/lodestar/lib/index.js"; }
@@ -124,7 +130,7 @@ if [ "$IN_NETNS" = 0 ]; then
     for u in "unshare -n" "unshare -rn"; do
       if $u sh -c 'ip link set lo up' 2>/dev/null; then
         log "running inside a private network namespace ($u)"
-        exec $u bash -c 'ip link set lo up && exec "$0" --in-netns --seconds "$1"' "$0" "$RUN_SECONDS"
+        exec $u bash -c 'ip link set lo up && exec bash "$0" --in-netns "$@"' "$0" ${ARGS[@]+"${ARGS[@]}"}
       fi
     done
     log "no network namespace available here: running on the host's loopback"
@@ -157,7 +163,14 @@ cleanup() { # all at once, each by its PID: a sequential stop of slow Node shutd
   wait
   PIDS=()
 }
-trap cleanup EXIT
+on_exit() {
+  local rc=$?
+  cleanup
+  if [ "$rc" != 0 ] && [ "$REPORTED" = 0 ]; then
+    log "FAIL: stopped unexpectedly (exit code $rc)"; tails; log "logs and data kept in $RUN"
+  fi
+}
+trap on_exit EXIT
 trap 'exit 130' INT TERM
 
 started() { PIDS+=("$1"); NAMES+=("$2"); log "$2 started (pid $1)"; }
@@ -169,8 +182,7 @@ tails() {
     tail -n 25 "$f" >&2 || true
   done
 }
-fail() { log "FAIL: $*"; tails; log "logs and data kept in $RUN"; exit 1; }
-trap 'fail "unexpected error at line $LINENO"' ERR
+fail() { REPORTED=1; log "FAIL: $*"; tails; log "logs and data kept in $RUN"; exit 1; }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -178,8 +190,11 @@ rpc() { # port method params-json
   curl -s -m 3 -X POST -H 'content-type: application/json' \
     --data "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$2\",\"params\":$3}" "http://127.0.0.1:$1"
 }
-el_head() { printf '%d' "$(rpc "$1" eth_blockNumber '[]' 2>/dev/null | jq -r '.result // "0x0"' 2>/dev/null || echo 0)" 2>/dev/null || echo 0; }
-el_hash() { rpc "$1" eth_getBlockByNumber "[\"$(printf '0x%x' "$2")\",false]" | jq -r '.result.hash // "none"'; }
+el_head() {
+  local hex; hex=$(rpc "$1" eth_blockNumber '[]' 2>/dev/null | jq -r '.result // empty' 2>/dev/null || true)
+  echo $(( ${hex:-0} ))
+}
+el_hash() { rpc "$1" eth_getBlockByNumber "[\"$(printf '0x%x' "$2")\",false]" | jq -r '.result.hash // "none"' || echo none; }
 bn_slot() { curl -s -m 2 "http://127.0.0.1:$1/eth/v1/beacon/headers/head" | jq -r '.data.header.message.slot // "?"' 2>/dev/null || echo "?"; }
 
 write_genesis() { # Capella-from-genesis EL chain (geth format), shared by both ELs
@@ -215,12 +230,12 @@ start_el() { # name rpc-port engine-port p2p-port
   started $! "$name"
 }
 
-wait_el() { # name rpc-port -> prints genesis hash
-  local i hash
+wait_el() { # name rpc-port -> EL_GENESIS (hash of its block 0)
+  local i
   for i in $(seq 1 120); do
-    hash=$(rpc "$2" eth_getBlockByNumber '["0x0",false]' 2>/dev/null | jq -r '.result.hash // empty' 2>/dev/null || true)
-    [ -n "$hash" ] && { echo "$hash"; return 0; }
-    sleep 0.5
+    EL_GENESIS=$(rpc "$2" eth_getBlockByNumber '["0x0",false]' 2>/dev/null | jq -r '.result.hash // empty' 2>/dev/null || true)
+    [ -n "$EL_GENESIS" ] && return 0
+    all_alive; sleep 0.5
   done
   fail "$1 did not answer eth_getBlockByNumber within 60 s"
 }
@@ -255,17 +270,23 @@ peak_mib() { awk '/^VmHWM/ {printf "%d", $2/1024}' "/proc/$1/status" 2>/dev/null
 # ------------------------------------------------------------------------------------- run
 T0=$(date +%s)
 log "run folder $RUN; sync-proxy $SYNC_PROXY_BIN"
-for p in $PROXY_PORT $EL_A_RPC $EL_A_ENGINE $EL_A_P2P $EL_B_RPC $EL_B_ENGINE $EL_B_P2P \
-         $BN1_REST $BN1_P2P $BN2_REST $BN2_P2P; do
-  port_free "$p" || die "port 127.0.0.1:$p is in use"
+TAKEN=" "
+pick_port() { # name: moves the port in variable `name` to the first free one not yet taken
+  local p=${!1}
+  while [[ "$TAKEN" == *" $p "* ]] || ! port_free "$p"; do p=$((p + 1)); done
+  TAKEN="$TAKEN$p "; printf -v "$1" '%s' "$p"
+}
+for v in PROXY_PORT EL_A_RPC EL_A_ENGINE EL_A_P2P EL_B_RPC EL_B_ENGINE EL_B_P2P \
+         BN1_REST BN1_P2P BN2_REST BN2_P2P; do
+  pick_port "$v"
 done
 openssl rand -hex 32 | tr -d '\n' > "$RUN/bn.hex"
 write_genesis "$RUN/genesis.json"
 
 start_el el-a $EL_A_RPC $EL_A_ENGINE $EL_A_P2P
 start_el el-b $EL_B_RPC $EL_B_ENGINE $EL_B_P2P
-GENESIS_HASH=$(wait_el el-a $EL_A_RPC)
-[ "$(wait_el el-b $EL_B_RPC)" = "$GENESIS_HASH" ] || fail "the two ELs disagree on the genesis block"
+wait_el el-a $EL_A_RPC; GENESIS_HASH=$EL_GENESIS
+wait_el el-b $EL_B_RPC; [ "$EL_GENESIS" = "$GENESIS_HASH" ] || fail "the two ELs disagree on the genesis block"
 log "both ELs up, genesis block $GENESIS_HASH"
 
 # Genesis is chosen here and given to both Lodestar nodes and to sync-proxy, so the proxy's slot
@@ -278,12 +299,15 @@ GENESIS_TIME=$(( $(date +%s) + 15 ))
   --jwt-secret "$RUN/bn.hex" --genesis-time "$GENESIS_TIME" --seconds-per-slot "$SLOT_SECONDS" \
   --log-level "${SYNC_PROXY_LOG_LEVEL:-debug}" > "$RUN/logs/sync-proxy.log" 2>&1 &
 started $! sync-proxy
-PROXY_PID=$!
 for i in $(seq 1 50); do grep -q "listening on" "$RUN/logs/sync-proxy.log" && break; sleep 0.1; done
 grep -q "listening on" "$RUN/logs/sync-proxy.log" || fail "sync-proxy did not start"
 
 PROXY=http://127.0.0.1:$PROXY_PORT
-start_bn 1 "$PROXY/bn-1" --startValidators "0..$((VALIDATORS-1))" --port $BN1_P2P \
+BN1_VALIDATORS="0..$((VALIDATORS-1))"; BN2_FLAGS=()
+if [ "$SPLIT" = 1 ]; then
+  BN1_VALIDATORS="0..$((VALIDATORS/2-1))"; BN2_FLAGS=(--startValidators "$((VALIDATORS/2))..$((VALIDATORS-1))")
+fi
+start_bn 1 "$PROXY/bn-1" --startValidators "$BN1_VALIDATORS" --port $BN1_P2P \
   --rest.port $BN1_REST --server "http://127.0.0.1:$BN1_REST" \
   --discv5 true --enr.ip 127.0.0.1 --enr.tcp $BN1_P2P --enr.udp $BN1_P2P
 ENR=""
@@ -294,9 +318,9 @@ done
 [ -n "$ENR" ] || fail "BN1's REST API did not come up within 60 s"
 BN_GENESIS=$(curl -s -m 2 "http://127.0.0.1:$BN1_REST/eth/v1/beacon/genesis" | jq -r '.data.genesis_time')
 [ "$BN_GENESIS" = "$GENESIS_TIME" ] || fail "Lodestar genesis_time $BN_GENESIS != $GENESIS_TIME given to sync-proxy"
-start_bn 2 "$PROXY/bn-2" --port $BN2_P2P --rest.port $BN2_REST \
+start_bn 2 "$PROXY/bn-2" --port $BN2_P2P --rest.port $BN2_REST --server "http://127.0.0.1:$BN2_REST" \
   --discv5 true --enr.ip 127.0.0.1 --enr.tcp $BN2_P2P --enr.udp $BN2_P2P \
-  --bootnodes "$ENR" --network.connectToDiscv5Bootnodes true
+  --bootnodes "$ENR" --network.connectToDiscv5Bootnodes true ${BN2_FLAGS[@]+"${BN2_FLAGS[@]}"}
 log "genesis_time $GENESIS_TIME (in $(( GENESIS_TIME - $(date +%s) ))s); running ${RUN_SECONDS}s from genesis"
 
 END=$(( GENESIS_TIME + RUN_SECONDS ))
@@ -363,15 +387,28 @@ PROXY_WARN=$(grep -cE ' (WARN|ERROR) ' "$RUN/logs/sync-proxy.log" || true)
 #    failed newPayload/forkchoiceUpdated/getPayload, a failed proposal or import). EthereumJS
 #    0.10.5 no longer serves engine_exchangeTransitionConfigurationV1 (`-32601` straight from the
 #    EL, with or without a proxy): Lodestar warns about it at start-up; it is counted, not failed.
-bn_logs() { head -n "$BN1_LINES" "$RUN/logs/bn1.log"; head -n "$BN2_LINES" "$RUN/logs/bn2.log"; }
+bn_logs() { # both, up to the freeze, without Lodestar's colour codes
+  { head -n "$BN1_LINES" "$RUN/logs/bn1.log"; head -n "$BN2_LINES" "$RUN/logs/bn2.log"; } | sed 's/\x1b\[[0-9;]*m//g'
+}
 PROPOSED=$(head -n "$BN1_LINES" "$RUN/logs/bn1.log" | grep -c 'Published block' || true)
-[ "$PROPOSED" -ge "$MIN_BLOCKS" ] || problem "BN1 published only $PROPOSED blocks"
-EL_ERRORS=$(bn_logs | grep -cE 'Error pushing notifyForkchoiceUpdate|Failed to produce (execution|builder) block|Error proposing block|Block error|Non BlockError|Failed to run prepareForNextSlot|Error on block duties' || true)
-[ "$EL_ERRORS" = 0 ] || problem "$EL_ERRORS execution-related error lines in the Lodestar logs"
+PROPOSED2=$(head -n "$BN2_LINES" "$RUN/logs/bn2.log" | grep -c 'Published block' || true)
+[ $(( PROPOSED + PROPOSED2 )) -ge "$MIN_BLOCKS" ] || problem "only $(( PROPOSED + PROPOSED2 )) blocks published"
+[ "$SPLIT" = 0 ] || [ "$PROPOSED2" -gt 0 ] || problem "BN2 (not followed) published no block"
+# A head imported "optimistically" (Lodestar's "execution: syncing") means the EL's verdict on
+# the block did not reach that beacon node; its validators may not attest on such a head.
+optimistic() { head -n "$2" "$RUN/logs/$1.log" | grep -cE 'Synced - slot: [0-9]+ .*execution: syncing' || true; }
+OPTIMISTIC1=$(optimistic bn1 "$BN1_LINES"); OPTIMISTIC2=$(optimistic bn2 "$BN2_LINES")
+EL_ERROR_RE='error: (Error pushing notifyForkchoiceUpdate|Failed to produce (execution|builder) block|Error proposing block|Block error|Non BlockError|Failed to run prepareForNextSlot|Error on block duties|Error on runEvery fn|Error on runSyncCommitteeTasks|Error on SyncCommitteeContribution)'
+EL_ERRORS=$(bn_logs | grep -cE "$EL_ERROR_RE" || true)
+if [ "$EL_ERRORS" != 0 ]; then
+  problem "$EL_ERRORS execution-related errors in the Lodestar logs"
+  bn_logs | grep -E "$EL_ERROR_RE" | cut -c1-240 | head -n 12 >&2
+fi
 TRANSITION_WARN=$(bn_logs | grep -c 'Could not validate transition configuration' || true)
 
 log "SUMMARY: ran $(( $(date +%s) - T0 ))s (slots of ${SLOT_SECONDS}s); EL heads A=$A B=$B, beacon head payload $BN_BLOCK;" \
-  "BN1 published $PROPOSED blocks; Lodestar execution errors $EL_ERRORS; followed $FOLLOWED;" \
+  "blocks published BN1 $PROPOSED BN2 $PROPOSED2; optimistic heads BN1 $OPTIMISTIC1 BN2 $OPTIMISTIC2;" \
+  "Lodestar execution errors $EL_ERRORS; followed $FOLLOWED;" \
   "upstreams up $N_UP/2, mismatches $MISMATCH, sync-proxy warn/error lines $PROXY_WARN;" \
   "exchangeTransitionConfigurationV1 warnings (EL lacks it) $TRANSITION_WARN"
 grep -E '^sync_proxy_(requests_total|local_answers_total|ignored_slot_claims_total|beacon_switches_total|answers_total)' "$RUN/metrics.txt" | grep -v ' 0$' | tr '\n' ' ' >&2; echo >&2

@@ -333,3 +333,30 @@ fn demo_runs_to_completion() {
     );
     assert_eq!(stdout.matches("15 distinct blocks").count(), 3, "{stdout}");
 }
+
+/// Found with real Lodestar nodes (tests/interop): the second beacon node's copy of a block
+/// arrived while the primary was still validating the first and was answered `SYNCING` at once,
+/// which made that node treat the block as not validated and fail validator duties.
+#[test]
+fn copy_of_a_block_being_validated_gets_the_primarys_verdict() {
+    let el = MockEl::start("el-0");
+    el.set_behavior(crate::support::mock_el::Behavior::Delay(
+        std::time::Duration::from_millis(300),
+    ));
+    let proxy = ProxyProcess::start(&["--el", &el.url()]);
+    let addr = proxy.addr();
+    let now = unix_now();
+    let first =
+        std::thread::spawn(move || post_with(addr, "/bn-a", &new_payload(1, 0x99, now), "").json());
+    // Wait until the first copy reached the execution client, then send the second.
+    el.wait_for(1, WAIT);
+    let copy = post_with(addr, "/bn-b", &new_payload(2, 0x99, now), "").json();
+    assert_eq!(copy["id"], 2);
+    assert_eq!(copy["result"]["status"], "VALID", "{copy}");
+    assert_eq!(first.join().unwrap()["result"]["status"], "VALID");
+    assert_eq!(
+        el.received_method("engine_newPayloadV3").len(),
+        1,
+        "delivered once"
+    );
+}

@@ -14,6 +14,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use log::{debug, info, trace, warn};
+use mio::event::Event;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -184,16 +185,7 @@ impl Proxy {
                     LISTENER => self.accept(clock),
                     SIGNALS => self.on_signal(clock),
                     Token(token) => {
-                        let readable =
-                            event.is_readable() || event.is_read_closed() || event.is_error();
-                        let writable =
-                            event.is_writable() || event.is_write_closed() || event.is_error();
-                        self.on_connection_event(
-                            token - FIRST_CONNECTION,
-                            readable,
-                            writable,
-                            clock,
-                        );
+                        self.on_connection_event(token - FIRST_CONNECTION, event, clock);
                     }
                 }
             }
@@ -286,14 +278,23 @@ impl Proxy {
         }
     }
 
-    fn on_connection_event(&mut self, key: usize, readable: bool, writable: bool, clock: Clock) {
+    fn on_connection_event(&mut self, key: usize, event: &Event, clock: Clock) {
+        let hangup = event.is_read_closed() || event.is_error();
+        let readable = event.is_readable() || hangup;
+        let writable = event.is_writable() || event.is_write_closed() || event.is_error();
         match self.connections.get_mut(key) {
             Some(Connection::Inbound(inbound)) => {
                 inbound.on_ready(readable, writable);
+                if hangup {
+                    inbound.on_hangup();
+                }
                 self.service_inbound(key, clock);
             }
             Some(Connection::Upstream(upstream)) => {
                 upstream.on_ready(readable, writable);
+                if hangup {
+                    upstream.on_hangup();
+                }
                 self.service_upstream(key, clock);
             }
             None => {}

@@ -105,6 +105,9 @@ pub struct Inbound<S = TcpStream> {
     next_seq: u64,
     readable: bool,
     writable: bool,
+    /// The peer hung up (or the socket errored): read until end of stream, not just until a
+    /// short read.
+    hangup: bool,
     peer_closed: bool,
     /// Shutting down: read no request after the one under way.
     stopping: bool,
@@ -171,6 +174,7 @@ impl<S: Read + Write> Inbound<S> {
             next_seq: 0,
             readable: false,
             writable: false,
+            hangup: false,
             peer_closed: false,
             stopping: false,
             last_activity: now,
@@ -187,6 +191,12 @@ impl<S: Read + Write> Inbound<S> {
     pub fn on_ready(&mut self, readable: bool, writable: bool) {
         self.readable |= readable;
         self.writable |= writable;
+    }
+
+    /// Records that the poller reported the peer's hang-up or a socket error.
+    pub fn on_hangup(&mut self) {
+        self.hangup = true;
+        self.readable = true;
     }
 
     /// Why the connection is over, once it is.
@@ -219,12 +229,13 @@ impl<S: Read + Write> Inbound<S> {
                 _ => self.buf.read_from(&mut self.stream),
             };
             match result {
-                Ok(0) => {
+                Ok(filled) if filled.bytes == 0 => {
                     self.on_eof();
                     break;
                 }
-                Ok(_) => {
+                Ok(filled) => {
                     self.last_activity = now;
+                    self.readable = !filled.drained || self.hangup;
                     self.parse(now, out);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,

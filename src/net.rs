@@ -18,6 +18,17 @@ pub const MAX_IO_ROUNDS: usize = 64;
 /// (2 MB) fit exactly; a larger declared size grows as its bytes actually arrive.
 pub const MAX_BODY_RESERVATION_BYTES: usize = 8 * 1024 * 1024;
 
+/// What one read call did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Filled {
+    /// Bytes read; 0 means the peer closed its side.
+    pub bytes: usize,
+    /// The socket had no more to give: the read came back shorter than asked, or hit
+    /// `WouldBlock` after some bytes. With edge-triggered readiness new data raises a new event,
+    /// so the caller can stop reading without spending a syscall on `WouldBlock`.
+    pub drained: bool,
+}
+
 /// Unread bytes from a socket: `data[start..end]`, with the rest of `data` reused for the next
 /// reads. It grows only when a read needs more room than it has.
 #[derive(Debug, Default)]
@@ -64,7 +75,7 @@ impl InputBuffer {
     }
 
     /// Appends at most [`READ_CHUNK_BYTES`] read from `source`.
-    pub fn read_from(&mut self, source: &mut impl Read) -> io::Result<usize> {
+    pub fn read_from(&mut self, source: &mut impl Read) -> io::Result<Filled> {
         if self.start > 0 && self.data.len() - self.end < READ_CHUNK_BYTES {
             // Move the unread tail to the front rather than grow.
             self.data.copy_within(self.start..self.end, 0);
@@ -77,27 +88,41 @@ impl InputBuffer {
         }
         let n = source.read(&mut self.data[self.end..want])?;
         self.end += n;
-        Ok(n)
+        Ok(Filled {
+            bytes: n,
+            drained: n < READ_CHUNK_BYTES,
+        })
     }
 }
 
 /// Reads body bytes into `body` until it holds `expected` bytes, the source would block, or it
-/// ends. Returns the bytes added; `Ok(0)` with `body` short of `expected` means end of stream.
-pub fn read_body(source: &mut impl Read, body: &mut Vec<u8>, expected: usize) -> io::Result<usize> {
+/// ends. `bytes: 0` with `body` short of `expected` means end of stream.
+pub fn read_body(
+    source: &mut impl Read,
+    body: &mut Vec<u8>,
+    expected: usize,
+) -> io::Result<Filled> {
     let before = body.len();
     let remaining = expected.saturating_sub(before) as u64;
     if remaining == 0 {
-        return Ok(0);
+        return Ok(Filled {
+            bytes: 0,
+            drained: false,
+        });
     }
     // A lying Content-Length must not reserve 128 MiB up front; real bodies grow the buffer.
     body.reserve_exact((expected - before).min(MAX_BODY_RESERVATION_BYTES));
     match source.take(remaining).read_to_end(body) {
-        Ok(_) => Ok(body.len() - before),
-        // Bytes read before the error are kept in `body`: report them, the error comes back
-        // on the next call.
-        Err(e) if body.len() > before && e.kind() == io::ErrorKind::WouldBlock => {
-            Ok(body.len() - before)
-        }
+        // The limit was reached (the body is complete) or the stream ended.
+        Ok(_) => Ok(Filled {
+            bytes: body.len() - before,
+            drained: false,
+        }),
+        // Bytes read before the error are kept in `body`: report them.
+        Err(e) if body.len() > before && e.kind() == io::ErrorKind::WouldBlock => Ok(Filled {
+            bytes: body.len() - before,
+            drained: true,
+        }),
         Err(e) => Err(e),
     }
 }
@@ -129,10 +154,17 @@ mod tests {
     fn input_buffer_consumes_and_reuses_room() {
         let mut buffer = InputBuffer::new();
         let mut source = Chunks(vec![b"hello ".to_vec(), b"world".to_vec()]);
-        assert_eq!(buffer.read_from(&mut source).unwrap(), 6);
+        assert_eq!(buffer.read_from(&mut source).unwrap().bytes, 6);
         buffer.consume(2);
         assert_eq!(buffer.bytes(), b"llo ");
-        assert_eq!(buffer.read_from(&mut source).unwrap(), 5);
+        let filled = buffer.read_from(&mut source).unwrap();
+        assert_eq!(
+            filled,
+            Filled {
+                bytes: 5,
+                drained: true
+            }
+        );
         assert_eq!(buffer.bytes(), b"llo world");
         buffer.consume(9);
         assert!(buffer.is_empty());
@@ -143,11 +175,18 @@ mod tests {
     fn read_body_stops_at_expected_and_keeps_partial_progress() {
         let mut body = Vec::new();
         let mut source = Chunks(vec![b"abc".to_vec(), b"defgh".to_vec()]);
-        assert_eq!(read_body(&mut source, &mut body, 6).unwrap(), 6);
+        assert_eq!(read_body(&mut source, &mut body, 6).unwrap().bytes, 6);
         assert_eq!(body, b"abcdef");
         let mut body = Vec::new();
         let mut source = Chunks(vec![b"ab".to_vec()]);
-        assert_eq!(read_body(&mut source, &mut body, 6).unwrap(), 2);
+        let filled = read_body(&mut source, &mut body, 6).unwrap();
+        assert_eq!(
+            filled,
+            Filled {
+                bytes: 2,
+                drained: true
+            }
+        );
         assert!(
             read_body(&mut source, &mut body, 6).is_err(),
             "then WouldBlock"
@@ -158,7 +197,7 @@ mod tests {
     fn read_body_reports_end_of_stream_as_zero() {
         let mut body = Vec::new();
         let mut source: &[u8] = b"ab";
-        assert_eq!(read_body(&mut source, &mut body, 6).unwrap(), 2);
-        assert_eq!(read_body(&mut source, &mut body, 6).unwrap(), 0);
+        assert_eq!(read_body(&mut source, &mut body, 6).unwrap().bytes, 2);
+        assert_eq!(read_body(&mut source, &mut body, 6).unwrap().bytes, 0);
     }
 }

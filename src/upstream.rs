@@ -111,6 +111,9 @@ pub struct Upstream {
     served: u64,
     readable: bool,
     writable: bool,
+    /// The peer hung up (or the socket errored): read until end of stream, not just until a
+    /// short read.
+    hangup: bool,
     /// Answer bytes read but not yet parsed.
     input: InputBuffer,
     max_head_bytes: usize,
@@ -181,6 +184,7 @@ impl Upstream {
             served: 0,
             readable: false,
             writable: false,
+            hangup: false,
             input: InputBuffer::new(),
             max_head_bytes,
             max_body_bytes,
@@ -224,6 +228,12 @@ impl Upstream {
     pub fn on_ready(&mut self, readable: bool, writable: bool) {
         self.readable |= readable;
         self.writable |= writable;
+    }
+
+    /// Records that the poller reported the peer's hang-up or a socket error.
+    pub fn on_hangup(&mut self) {
+        self.hangup = true;
+        self.readable = true;
     }
 
     /// Begins sending `leg` with the given head; the connection must be idle.
@@ -359,6 +369,9 @@ impl Upstream {
 
     fn receive(&mut self) -> Option<UpstreamEvent> {
         for _ in 0..MAX_IO_ROUNDS {
+            if !self.readable {
+                return None;
+            }
             let State::Receiving { answer, .. } = &mut self.state else {
                 return None;
             };
@@ -370,8 +383,11 @@ impl Upstream {
                 Answer::Head | Answer::Framed { .. } => self.input.read_from(&mut self.stream),
             };
             let event = match result {
-                Ok(0) => self.on_eof(),
-                Ok(_) => self.on_input(),
+                Ok(filled) if filled.bytes == 0 => self.on_eof(),
+                Ok(filled) => {
+                    self.readable = !filled.drained || self.hangup;
+                    self.on_input()
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.readable = false;
                     return None;
@@ -392,7 +408,7 @@ impl Upstream {
     /// Bytes arrived on an idle connection: the server closed it (or misbehaves).
     fn idle_read(&mut self) -> Option<UpstreamEvent> {
         match self.input.read_from(&mut self.stream) {
-            Ok(0) => Some(self.fail(UpstreamError::Closed, false)),
+            Ok(filled) if filled.bytes == 0 => Some(self.fail(UpstreamError::Closed, false)),
             Ok(_) => Some(self.fail(UpstreamError::BadHead(HeadError::Malformed), false)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.readable = false;

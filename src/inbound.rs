@@ -368,15 +368,17 @@ impl<S: Read + Write> Inbound<S> {
             return;
         }
         match self.read {
+            // The 408 is written if the socket takes it now; the connection closes either way,
+            // and the timeout (not the answer) is why.
             ReadState::Head { started: Some(_) } => {
                 self.reject(408, "request head not received in time");
                 self.flush(now);
-                self.finish(CloseReason::HeaderTimeout);
+                self.finished = Some(CloseReason::HeaderTimeout);
             }
             ReadState::Body { .. } => {
                 self.reject(408, "request body not received in time");
                 self.flush(now);
-                self.finish(CloseReason::BodyTimeout);
+                self.finished = Some(CloseReason::BodyTimeout);
             }
             ReadState::Head { started: None } | ReadState::Stopped => {
                 self.finish(CloseReason::IdleTimeout);
@@ -544,5 +546,234 @@ impl<S: Read + Write> Inbound<S> {
         });
         self.read = ReadState::Stopped;
         self.buf.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::io::Read;
+
+    use super::*;
+
+    /// An in-memory peer: `incoming` chunks are returned one per read (then `WouldBlock`, or
+    /// end of stream once `closed`); everything written is collected.
+    #[derive(Default)]
+    struct Peer {
+        incoming: VecDeque<Vec<u8>>,
+        closed: bool,
+        written: Vec<u8>,
+    }
+
+    impl Read for Peer {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some(chunk) = self.incoming.front_mut() else {
+                return if self.closed {
+                    Ok(0)
+                } else {
+                    Err(io::ErrorKind::WouldBlock.into())
+                };
+            };
+            let n = chunk.len().min(buf.len());
+            buf[..n].copy_from_slice(&chunk[..n]);
+            chunk.drain(..n);
+            if chunk.is_empty() {
+                self.incoming.pop_front();
+            }
+            Ok(n)
+        }
+    }
+
+    impl Write for Peer {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    const LIMITS: Limits = Limits {
+        max_head_bytes: 1024,
+        max_body_bytes: 4096,
+        header_timeout: Duration::from_secs(10),
+        body_timeout: Duration::from_secs(60),
+        idle_timeout: Duration::from_secs(120),
+    };
+
+    fn connection(chunks: &[&[u8]]) -> (Inbound<Peer>, Instant) {
+        let now = Instant::now();
+        let peer = Peer {
+            incoming: chunks.iter().map(|c| c.to_vec()).collect(),
+            ..Peer::default()
+        };
+        let mut inbound = Inbound::new(peer, "127.0.0.1:1".parse().unwrap(), 1, LIMITS, now);
+        inbound.on_ready(true, true);
+        (inbound, now)
+    }
+
+    fn read(inbound: &mut Inbound<Peer>, now: Instant) -> Vec<ParsedRequest> {
+        let mut out = Vec::new();
+        inbound.read_requests(now, &mut out);
+        out
+    }
+
+    /// Makes more bytes arrive, as a new readiness event would announce them.
+    fn arrive(inbound: &mut Inbound<Peer>, bytes: &[u8]) {
+        inbound.stream_mut().incoming.push_back(bytes.to_vec());
+        inbound.on_ready(true, false);
+    }
+
+    fn written(inbound: &mut Inbound<Peer>) -> String {
+        String::from_utf8_lossy(&inbound.stream_mut().written).into_owned()
+    }
+
+    const POST: &[u8] = b"POST /bn-1 HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}";
+
+    #[test]
+    fn reading_head_complete_request_is_handed_on() {
+        let (mut inbound, now) = connection(&[POST]);
+        let requests = read(&mut inbound, now);
+        assert_eq!(requests.len(), 1);
+        assert_eq!(&*requests[0].head.path, "/bn-1");
+        assert_eq!(requests[0].body, b"{}");
+        assert_eq!(inbound.pending_answers(), 1);
+    }
+
+    #[test]
+    fn reading_body_split_anywhere_completes_once() {
+        for cut in 1..POST.len() {
+            let (mut inbound, now) = connection(&[&POST[..cut]]);
+            assert!(read(&mut inbound, now).is_empty(), "cut {cut}");
+            arrive(&mut inbound, &POST[cut..]);
+            assert_eq!(read(&mut inbound, now).len(), 1, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn waiting_answers_out_of_order_leave_in_order() {
+        let (mut inbound, now) = connection(&[&[POST, POST].concat()]);
+        assert_eq!(read(&mut inbound, now).len(), 2);
+        inbound.answer(1, 200, JSON, b"second".to_vec());
+        inbound.flush(now);
+        assert_eq!(written(&mut inbound), "", "the first answer is still owed");
+        inbound.answer(0, 200, JSON, b"first".to_vec());
+        inbound.flush(now);
+        let text = written(&mut inbound);
+        let first = text.find("first").unwrap();
+        let second = text.find("second").unwrap();
+        assert!(first < second, "{text}");
+        assert_eq!(inbound.pending_answers(), 0);
+    }
+
+    #[test]
+    fn reading_head_oversized_closes_with_431() {
+        let mut head = b"POST / HTTP/1.1\r\nX-Pad: ".to_vec();
+        head.resize(2000, b'x');
+        let (mut inbound, now) = connection(&[&head]);
+        assert!(read(&mut inbound, now).is_empty());
+        inbound.flush(now);
+        assert!(written(&mut inbound).starts_with("HTTP/1.1 431 "));
+        assert_eq!(inbound.finished(), Some(CloseReason::Done));
+    }
+
+    #[test]
+    fn reading_head_declared_body_too_large_closes_with_413() {
+        let (mut inbound, now) = connection(&[b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n"]);
+        assert!(read(&mut inbound, now).is_empty());
+        inbound.flush(now);
+        assert!(written(&mut inbound).starts_with("HTTP/1.1 413 "));
+        assert_eq!(inbound.finished(), Some(CloseReason::Done));
+    }
+
+    #[test]
+    fn reading_head_expect_continue_gets_interim_answer() {
+        let (mut inbound, now) =
+            connection(&[b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"]);
+        assert!(read(&mut inbound, now).is_empty());
+        inbound.flush(now);
+        assert_eq!(written(&mut inbound), "HTTP/1.1 100 Continue\r\n\r\n");
+        arrive(&mut inbound, b"{}");
+        assert_eq!(read(&mut inbound, now).len(), 1);
+    }
+
+    #[test]
+    fn reading_head_timeout_answers_408_and_closes() {
+        let (mut inbound, now) = connection(&[b"POST / HTTP/1.1\r\nX-Slow"]);
+        assert!(read(&mut inbound, now).is_empty());
+        let deadline = inbound.deadline().unwrap();
+        assert_eq!(deadline, now + LIMITS.header_timeout);
+        inbound.on_timeout(deadline - Duration::from_millis(1));
+        assert_eq!(inbound.finished(), None, "early timers change nothing");
+        inbound.on_timeout(deadline);
+        assert!(written(&mut inbound).starts_with("HTTP/1.1 408 "));
+        assert_eq!(inbound.finished(), Some(CloseReason::HeaderTimeout));
+    }
+
+    #[test]
+    fn idle_timeout_closes_quietly() {
+        let (mut inbound, now) = connection(&[]);
+        assert!(read(&mut inbound, now).is_empty());
+        inbound.on_timeout(now + LIMITS.idle_timeout);
+        assert_eq!(inbound.finished(), Some(CloseReason::IdleTimeout));
+        assert_eq!(written(&mut inbound), "");
+    }
+
+    #[test]
+    fn http10_request_is_answered_then_closed() {
+        let (mut inbound, now) = connection(&[b"POST / HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}"]);
+        assert_eq!(read(&mut inbound, now).len(), 1);
+        inbound.answer(0, 200, JSON, b"ok".to_vec());
+        inbound.flush(now);
+        assert!(written(&mut inbound).starts_with("HTTP/1.1 200 OK\r\n"));
+        assert_eq!(inbound.finished(), Some(CloseReason::Done));
+    }
+
+    #[test]
+    fn peer_half_close_after_request_still_gets_its_answer() {
+        let (mut inbound, now) = connection(&[POST]);
+        inbound.stream_mut().closed = true;
+        inbound.on_hangup();
+        assert_eq!(read(&mut inbound, now).len(), 1);
+        assert_eq!(inbound.finished(), None, "an answer is owed");
+        inbound.answer(0, 200, JSON, b"ok".to_vec());
+        inbound.flush(now);
+        assert!(written(&mut inbound).ends_with("ok"));
+        assert_eq!(inbound.finished(), Some(CloseReason::PeerClosed));
+    }
+
+    #[test]
+    fn peer_close_mid_request_is_truncated() {
+        let (mut inbound, now) = connection(&[&POST[..20]]);
+        inbound.stream_mut().closed = true;
+        inbound.on_hangup();
+        assert!(read(&mut inbound, now).is_empty());
+        assert_eq!(inbound.finished(), Some(CloseReason::Truncated));
+    }
+
+    #[test]
+    fn pipelined_requests_beyond_the_bound_wait_in_the_buffer() {
+        let many: Vec<u8> = POST.repeat(MAX_PIPELINED_REQUESTS + 4);
+        let (mut inbound, now) = connection(&[&many]);
+        assert_eq!(read(&mut inbound, now).len(), MAX_PIPELINED_REQUESTS);
+        inbound.answer(0, 200, JSON, b"a".to_vec());
+        inbound.flush(now);
+        // No new readiness: the buffered requests are parsed as slots free up.
+        assert_eq!(read(&mut inbound, now).len(), 1);
+    }
+
+    #[test]
+    fn stop_reading_mid_body_finishes_that_request_only() {
+        let (mut inbound, now) = connection(&[&POST[..POST.len() - 1]]);
+        assert!(read(&mut inbound, now).is_empty());
+        inbound.stop_reading();
+        arrive(&mut inbound, &[&POST[POST.len() - 1..], POST].concat());
+        assert_eq!(
+            read(&mut inbound, now).len(),
+            1,
+            "nothing after the request under way"
+        );
     }
 }

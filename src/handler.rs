@@ -122,11 +122,16 @@ fn rpc_request(
 ) -> Action {
     let ParsedRequest { head, body, .. } = parsed;
     let inspected = rpc::inspect(&body);
+    // Malformed JSON may still show its id before the damage.
+    let recovered = match &inspected {
+        Err(InspectError::Parse) => rpc::recover_id(&body),
+        _ => None,
+    };
     // Authentication comes first; the body was read only to echo the request's id.
     let id: &[u8] = match &inspected {
         Ok(Inspected::Call(call)) => &call.id,
         Ok(Inspected::Batch { .. }) => b"null",
-        Err(error) => error.id().unwrap_or(b"null"),
+        Err(error) => error.id().or(recovered.as_deref()).unwrap_or(b"null"),
     };
     let claims = match &ctx.config.jwt_secret {
         None => None,
@@ -161,7 +166,10 @@ fn rpc_request(
     let call = match inspected {
         Ok(Inspected::Call(call)) => Some(call),
         Ok(Inspected::Batch { .. }) => None,
-        Err(error) => return refuse_inspection(ctx, &error, peer),
+        Err(error) => {
+            let id = error.id().or(recovered.as_deref()).unwrap_or(b"null");
+            return refuse_inspection(ctx, &error, id, peer);
+        }
     };
     let evidence = Evidence {
         jwt_id: claims.as_ref().and_then(|c| c.id.as_deref()),
@@ -271,7 +279,12 @@ fn is_loop(via: &str, instance: &str) -> bool {
     hops >= MAX_PROXY_HOPS
 }
 
-fn refuse_inspection(ctx: &mut Context<'_>, error: &InspectError, peer: SocketAddr) -> Action {
+fn refuse_inspection(
+    ctx: &mut Context<'_>,
+    error: &InspectError,
+    id: &[u8],
+    peer: SocketAddr,
+) -> Action {
     let refusal = match error {
         InspectError::Parse => Refusal::Parse,
         InspectError::InvalidRequest { .. } => Refusal::InvalidRequest,
@@ -279,7 +292,6 @@ fn refuse_inspection(ctx: &mut Context<'_>, error: &InspectError, peer: SocketAd
     };
     ctx.metrics.on_refusal(refusal);
     debug!("refused request from {peer}: {error}");
-    let id = error.id().unwrap_or(b"null");
     refuse(400, id, error.code(), &error.to_string())
 }
 

@@ -336,6 +336,110 @@ pub fn intersect_capabilities(id: &[u8], answers: &[&[u8]]) -> Option<Vec<u8>> {
     Some(result_body(id, &elements))
 }
 
+/// The `id` of a request whose JSON is malformed, when it can still be read: a top-level `id`
+/// member that is a valid JSON number, string or null and stands before the damage. Lets a
+/// `-32700` answer carry the request's own id (`null` otherwise).
+pub fn recover_id(body: &[u8]) -> Option<Box<[u8]>> {
+    let mut at = skip_whitespace(body, 0);
+    if body.get(at) != Some(&b'{') {
+        return None;
+    }
+    at += 1;
+    loop {
+        at = skip_whitespace(body, at);
+        if body.get(at) != Some(&b'"') {
+            return None;
+        }
+        let key_end = lenient_string_end(body, at)?;
+        let key = &body[at + 1..key_end - 1];
+        at = skip_whitespace(body, key_end);
+        if body.get(at) != Some(&b':') {
+            return None;
+        }
+        at = skip_whitespace(body, at + 1);
+        let value_end = lenient_value_end(body, at)?;
+        let value = &body[at..value_end];
+        if key == b"id" {
+            let scalar = matches!(
+                serde_json::from_slice::<serde_json::Value>(value),
+                Ok(serde_json::Value::Number(_)
+                    | serde_json::Value::String(_)
+                    | serde_json::Value::Null)
+            );
+            return (scalar && value.len() <= MAX_ID_BYTES).then(|| value.into());
+        }
+        at = skip_whitespace(body, value_end);
+        if body.get(at) != Some(&b',') {
+            return None;
+        }
+        at += 1;
+    }
+}
+
+fn skip_whitespace(body: &[u8], mut at: usize) -> usize {
+    while body
+        .get(at)
+        .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
+        at += 1;
+    }
+    at
+}
+
+/// The index after the closing quote of the string starting at `at`, honouring escapes.
+fn lenient_string_end(body: &[u8], at: usize) -> Option<usize> {
+    let mut i = at + 1;
+    while let Some(&byte) = body.get(i) {
+        match byte {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The index after the value starting at `at`: a string, a bracketed value (strings inside
+/// honoured), or a bare scalar up to the next delimiter. Only shape, not validity, is checked.
+fn lenient_value_end(body: &[u8], at: usize) -> Option<usize> {
+    match body.get(at)? {
+        b'"' => lenient_string_end(body, at),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = at;
+            while let Some(&byte) = body.get(i) {
+                match byte {
+                    b'"' => {
+                        i = lenient_string_end(body, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            None
+        }
+        _ => {
+            let mut i = at;
+            while body
+                .get(i)
+                .is_some_and(|b| !matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+            {
+                i += 1;
+            }
+            // A scalar cut by the end of the body might have gone on (`12` of `123`).
+            (i > at && i < body.len()).then_some(i)
+        }
+    }
+}
+
 /// A stored answer re-addressed to another request: the same bytes with the new `id`.
 ///
 /// `None` when the answer is not a valid JSON object with exactly one `id` member, or `id` is
@@ -2496,5 +2600,41 @@ mod tests {
             );
         }
         assert_eq!(PayloadStatus::parse(b"valid"), None);
+    }
+
+    #[test]
+    fn recover_id_reads_ids_before_the_damage() {
+        let cases: [(&[u8], Option<&[u8]>); 9] = [
+            (
+                br#"{"jsonrpc":"2.0","id":7,"method":"engine_newPayloadV3","params":[{"#,
+                Some(b"7"),
+            ),
+            (br#" { "id" : "a\"b" , "method": tru"#, Some(br#""a\"b""#)),
+            (br#"{"params":[{"id":1}],"id":null,"x":"#, Some(b"null")),
+            (br#"{"params":[{"a":"}]"}],"id":-3.5e2"#, None),
+            (br#"{"params":[{"a":"}]"}],"id":-3.5e2,"#, Some(b"-3.5e2")),
+            (br#"{"method":"x","params":[1,2"#, None),
+            (br#"{"id":{"nested":1},"x""#, None),
+            (br#"[{"id":1}"#, None),
+            (br#"{"id":01,"#, None),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(
+                recover_id(body).as_deref(),
+                expected,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn recover_id_never_panics_on_any_prefix() {
+        let body =
+            br#"{"jsonrpc":"2.0","params":[{"a":["\"]",{"b":"}"}]}],"id":"x\\","method":"m"}"#;
+        for cut in 0..=body.len() {
+            let _ = recover_id(&body[..cut]);
+        }
+        assert_eq!(recover_id(body).as_deref(), Some(&br#""x\\""#[..]));
     }
 }

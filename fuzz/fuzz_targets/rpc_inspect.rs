@@ -28,6 +28,13 @@ fuzz_target!(|data: &[u8]| {
         Err(error) => {
             let answer = rpc::inspect_answer(Method::Other, &error.body());
             assert_eq!(answer.error_code, Some(error.code()));
+            // An id recovered from broken JSON must make a valid error answer.
+            if let Some(id) = rpc::recover_id(data) {
+                let body = rpc::error_body(&id, error.code(), "x");
+                let value: serde_json::Value =
+                    serde_json::from_slice(&body).expect("recovered id builds valid JSON");
+                assert!(!value["id"].is_object() && !value["id"].is_array());
+            }
         }
     }
 

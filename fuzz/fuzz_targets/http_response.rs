@@ -16,10 +16,10 @@
 #[path = "common/framing.rs"]
 mod framing;
 
-use framing::{Outcome, feed, input_cuts, prefix_cuts};
+use framing::{Outcome, feed, input_cuts};
 use libfuzzer_sys::fuzz_target;
 use sync_proxy::http::body::BodyError;
-use sync_proxy::http::head::{Framing, HeadError, ResponseHead, parse_response_head};
+use sync_proxy::http::head::{Framing, ResponseHead, parse_response_head};
 
 /// Head limit the fuzzer can cross with its default input sizes (the proxy's default is larger).
 const MAX_HEAD_BYTES: usize = 1024;
@@ -47,45 +47,7 @@ fuzz_target!(|data: &[u8]| {
 
 /// Parses a head at the start of `buf` and checks it; `Some` when complete.
 fn check_head(buf: &[u8]) -> Option<ResponseHead> {
-    let head = match parse_response_head(buf, MAX_HEAD_BYTES) {
-        Ok(Some(head)) => head,
-        Ok(None) => {
-            assert!(buf.len() < MAX_HEAD_BYTES, "need-more past the limit");
-            return None;
-        }
-        Err(error) => {
-            assert!(matches!(error.status(), 400 | 417 | 431 | 501), "{error:?}");
-            assert!(!error.to_string().is_empty());
-            return None;
-        }
-    };
-    let size = head.head_bytes;
-    assert!(
-        size > 0 && size <= buf.len() && size <= MAX_HEAD_BYTES,
-        "head_bytes {size}"
-    );
-
-    // The head is a function of its own bytes, whatever follows and whatever limit it fits.
-    assert_eq!(
-        parse_response_head(&buf[..size], MAX_HEAD_BYTES).as_ref(),
-        Ok(&Some(head.clone()))
-    );
-    assert_eq!(
-        parse_response_head(buf, usize::MAX).as_ref(),
-        Ok(&Some(head.clone()))
-    );
-    assert_eq!(
-        parse_response_head(buf, size - 1),
-        Err(HeadError::TooLarge),
-        "a limit below the head must refuse it"
-    );
-    for cut in prefix_cuts(size) {
-        assert_eq!(
-            parse_response_head(&buf[..cut], MAX_HEAD_BYTES),
-            Ok(None),
-            "prefix of {cut} of a {size}-byte head"
-        );
-    }
+    let head = framing::check_head(buf, MAX_HEAD_BYTES, parse_response_head, |h| h.head_bytes)?;
 
     // Framing facts the proxy relies on (RFC 9112 §6.3).
     assert_ne!(

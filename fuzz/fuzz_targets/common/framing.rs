@@ -1,8 +1,10 @@
 //! Framing checks shared by the `http_request_head` and `http_response` targets: feeding a body
 //! reader in pieces with every step checked, and the cut points to split inputs at.
 
+use std::fmt::Debug;
 use sync_proxy::http::body::{BodyError, BodyReader};
-use sync_proxy::http::head::Framing;
+
+use sync_proxy::http::head::{Framing, HeadError};
 
 /// Heads up to this size have every prefix checked; longer ones a sample.
 pub const ALL_PREFIXES_BYTES: usize = 128;
@@ -91,4 +93,51 @@ pub fn prefix_cuts(size: usize) -> Vec<usize> {
     let mut cuts: Vec<usize> = (0..16).map(|i| i * size / 16).collect();
     cuts.extend([size - 1, size - 2, size - 3, size - 4]);
     cuts
+}
+
+/// Parses a head at the start of `buf` with `parse` and checks what holds for every HTTP head:
+/// errors map to a status, "need more" only below the limit, and the head depends only on its own
+/// bytes (not on what follows, nor on any limit it fits), every proper prefix is "need more", and
+/// a limit one byte short refuses it. `Some` when complete.
+pub fn check_head<H: Clone + Debug + PartialEq>(
+    buf: &[u8],
+    max_head_bytes: usize,
+    parse: fn(&[u8], usize) -> Result<Option<H>, HeadError>,
+    head_bytes: fn(&H) -> usize,
+) -> Option<H> {
+    let head = match parse(buf, max_head_bytes) {
+        Ok(Some(head)) => head,
+        Ok(None) => {
+            assert!(buf.len() < max_head_bytes, "need-more past the limit");
+            return None;
+        }
+        Err(error) => {
+            assert!(matches!(error.status(), 400 | 417 | 431 | 501), "{error:?}");
+            assert!(!error.to_string().is_empty());
+            return None;
+        }
+    };
+    let size = head_bytes(&head);
+    assert!(
+        size > 0 && size <= buf.len() && size <= max_head_bytes,
+        "head_bytes {size}"
+    );
+    assert_eq!(
+        parse(&buf[..size], max_head_bytes).as_ref(),
+        Ok(&Some(head.clone()))
+    );
+    assert_eq!(parse(buf, usize::MAX).as_ref(), Ok(&Some(head.clone())));
+    assert_eq!(
+        parse(buf, size - 1),
+        Err(HeadError::TooLarge),
+        "a limit below the head must refuse it"
+    );
+    for cut in prefix_cuts(size) {
+        assert_eq!(
+            parse(&buf[..cut], max_head_bytes),
+            Ok(None),
+            "prefix of {cut} of a {size}-byte head"
+        );
+    }
+    Some(head)
 }

@@ -11,7 +11,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, trace, warn};
 use mio::event::Event;
@@ -94,6 +94,10 @@ pub struct Proxy {
     closed: Vec<usize>,
     /// Beacon-node connections to service again (an answer freed a pipeline slot).
     woken: Vec<usize>,
+    /// Connections that spent their I/O budget with readiness left. Edge-triggered readiness
+    /// will not announce those bytes again, so the loop drives them in the next iteration
+    /// (after a poll that does not wait) instead of waiting for an edge that never comes.
+    unfinished: Vec<usize>,
     shutdown_deadline: Option<Instant>,
 }
 
@@ -149,6 +153,7 @@ impl Proxy {
             limits,
             closed: Vec::new(),
             woken: Vec::new(),
+            unfinished: Vec::new(),
             shutdown_deadline: None,
             config,
         })
@@ -170,9 +175,12 @@ impl Proxy {
             if self.is_done(clock.now) {
                 return Ok(());
             }
-            let timeout = self
-                .next_deadline()
-                .map(|deadline| deadline.saturating_duration_since(clock.now));
+            let timeout = if self.unfinished.is_empty() {
+                self.next_deadline()
+                    .map(|deadline| deadline.saturating_duration_since(clock.now))
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -180,6 +188,9 @@ impl Proxy {
                 return Err(e);
             }
             let clock = Clock::read();
+            // Taken before this batch: what the batch leaves unfinished waits one more round,
+            // so a fast peer yields to the others after each budget.
+            let unfinished = std::mem::take(&mut self.unfinished);
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(clock),
@@ -189,8 +200,21 @@ impl Proxy {
                     }
                 }
             }
+            self.service_unfinished(unfinished, clock);
             self.service_woken(clock);
             self.reap();
+        }
+    }
+
+    fn service_unfinished(&mut self, mut keys: Vec<usize>, clock: Clock) {
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            match self.connections.get(key) {
+                Some(Connection::Inbound(_)) => self.service_inbound(key, clock),
+                Some(Connection::Upstream(_)) => self.service_upstream(key, clock),
+                None => {}
+            }
         }
     }
 
@@ -324,6 +348,11 @@ impl Proxy {
             inbound.flush(clock.now);
             if !progressed {
                 break;
+            }
+        }
+        if let Some(Connection::Inbound(inbound)) = self.connections.get(key) {
+            if inbound.wants_service() {
+                self.unfinished.push(key);
             }
         }
         self.close_if_finished(key);

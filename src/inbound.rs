@@ -204,6 +204,18 @@ impl<S: Read + Write> Inbound<S> {
         self.finished
     }
 
+    /// Readiness is left that a capped read or write round did not use: more bytes are waiting
+    /// in the socket, or room for an answer that is ready. Edge-triggered readiness will not
+    /// announce them again, so the event loop must come back to this connection by itself.
+    pub fn wants_service(&self) -> bool {
+        if self.finished.is_some() {
+            return false;
+        }
+        let can_read = self.readable && self.wants_read();
+        let can_write = self.writable && matches!(self.slots.front(), Some(Slot::Ready { .. }));
+        can_read || can_write
+    }
+
     /// Answers still owed to the peer.
     pub fn pending_answers(&self) -> usize {
         self.slots.len()
@@ -551,49 +563,10 @@ impl<S: Read + Write> Inbound<S> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
-    use std::io::Read;
 
     use super::*;
 
-    /// An in-memory peer: `incoming` chunks are returned one per read (then `WouldBlock`, or
-    /// end of stream once `closed`); everything written is collected.
-    #[derive(Default)]
-    struct Peer {
-        incoming: VecDeque<Vec<u8>>,
-        closed: bool,
-        written: Vec<u8>,
-    }
-
-    impl Read for Peer {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let Some(chunk) = self.incoming.front_mut() else {
-                return if self.closed {
-                    Ok(0)
-                } else {
-                    Err(io::ErrorKind::WouldBlock.into())
-                };
-            };
-            let n = chunk.len().min(buf.len());
-            buf[..n].copy_from_slice(&chunk[..n]);
-            chunk.drain(..n);
-            if chunk.is_empty() {
-                self.incoming.pop_front();
-            }
-            Ok(n)
-        }
-    }
-
-    impl Write for Peer {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.written.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::net::MemoryStream as Peer;
 
     const LIMITS: Limits = Limits {
         max_head_bytes: 1024,
@@ -650,6 +623,46 @@ mod tests {
             arrive(&mut inbound, &POST[cut..]);
             assert_eq!(read(&mut inbound, now).len(), 1, "cut {cut}");
         }
+    }
+
+    /// A chunked body larger than one read budget, all of it in the socket at once (a peer that
+    /// wrote while the proxy was paused): a readiness edge announces it once, so the connection
+    /// must say it has more to read until the request is complete.
+    #[test]
+    fn reading_body_beyond_one_budget_wants_service_until_complete() {
+        let body = vec![b'a'; 2_000_000];
+        let mut message = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for chunk in body.chunks(4096) {
+            message.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            message.extend_from_slice(chunk);
+            message.extend_from_slice(b"\r\n");
+        }
+        message.extend_from_slice(b"0\r\n\r\n");
+        let now = Instant::now();
+        let peer = Peer {
+            incoming: message.chunks(16 * 1024).map(<[u8]>::to_vec).collect(),
+            ..Peer::default()
+        };
+        let limits = Limits {
+            max_body_bytes: 4 << 20,
+            ..LIMITS
+        };
+        let mut inbound = Inbound::new(peer, "127.0.0.1:1".parse().unwrap(), 1, limits, now);
+        inbound.on_ready(true, false);
+        let mut requests = read(&mut inbound, now);
+        assert!(requests.is_empty(), "one budget does not reach the end");
+        assert!(
+            inbound.wants_service(),
+            "bytes are left that no edge announces"
+        );
+        let mut rounds = 1;
+        while requests.is_empty() && inbound.wants_service() && rounds < 100 {
+            requests = read(&mut inbound, now);
+            rounds += 1;
+        }
+        assert_eq!(requests.len(), 1, "complete after {rounds} rounds");
+        assert_eq!(requests[0].body, body);
+        assert!(rounds > 1);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! [`crate::execution_client`] lane that owns this connection does.
 
 use std::fmt;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -98,10 +98,36 @@ pub enum UpstreamEvent {
     },
 }
 
-/// A client connection to an upstream.
+/// What a connection needs of its stream beyond reading and writing: the outcome of a
+/// non-blocking connect. Implemented by `mio`'s `TcpStream`, and by in-memory streams in tests.
+pub trait Connecting: Read + Write {
+    /// The connect's error, if it failed (`SO_ERROR`).
+    fn take_error(&self) -> io::Result<Option<io::Error>>;
+    /// Whether the connection is really established (`NotConnected` while still in progress).
+    fn peer_addr(&self) -> io::Result<SocketAddr>;
+    /// Small requests and answers go out at once (`TCP_NODELAY`).
+    fn set_nodelay(&self, nodelay: bool) -> io::Result<()>;
+}
+
+impl Connecting for TcpStream {
+    fn take_error(&self) -> io::Result<Option<io::Error>> {
+        TcpStream::take_error(self)
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        TcpStream::peer_addr(self)
+    }
+
+    fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        TcpStream::set_nodelay(self, nodelay)
+    }
+}
+
+/// A client connection to an upstream over a non-blocking stream (a `TcpStream` in the proxy;
+/// an in-memory stream in tests).
 #[derive(Debug)]
-pub struct Upstream {
-    stream: TcpStream,
+pub struct Upstream<S = TcpStream> {
+    stream: S,
     /// Index of the upstream this connection belongs to.
     pub upstream: usize,
     /// The lane it serves.
@@ -176,7 +202,28 @@ impl Upstream {
         max_body_bytes: usize,
     ) -> io::Result<Upstream> {
         let stream = TcpStream::connect(addr)?;
-        Ok(Upstream {
+        Ok(Upstream::with_stream(
+            stream,
+            upstream,
+            lane,
+            deadline,
+            max_head_bytes,
+            max_body_bytes,
+        ))
+    }
+}
+
+impl<S: Connecting> Upstream<S> {
+    /// A connection over `stream`, whose connect is under way until `deadline`.
+    pub fn with_stream(
+        stream: S,
+        upstream: usize,
+        lane: Lane,
+        deadline: Instant,
+        max_head_bytes: usize,
+        max_body_bytes: usize,
+    ) -> Upstream<S> {
+        Upstream {
             stream,
             upstream,
             lane,
@@ -188,11 +235,11 @@ impl Upstream {
             input: InputBuffer::new(),
             max_head_bytes,
             max_body_bytes,
-        })
+        }
     }
 
     /// The socket, for (de)registration.
-    pub fn stream_mut(&mut self) -> &mut TcpStream {
+    pub fn stream_mut(&mut self) -> &mut S {
         &mut self.stream
     }
 
@@ -204,6 +251,17 @@ impl Upstream {
     /// The connection is of no further use.
     pub fn is_dead(&self) -> bool {
         matches!(self.state, State::Dead)
+    }
+
+    /// Readiness is left that a capped read or write round did not use. Edge-triggered
+    /// readiness will not announce it again, so the event loop must drive this connection
+    /// again by itself.
+    pub fn wants_service(&self) -> bool {
+        match self.state {
+            State::Connecting { .. } | State::Sending { .. } => self.writable,
+            State::Receiving { .. } | State::Idle => self.readable,
+            State::Dead => false,
+        }
     }
 
     /// The leg in flight, if any.
@@ -342,7 +400,8 @@ impl Upstream {
             }
         }
         if *written < total {
-            // Round budget spent; the loop comes back to this connection on its own.
+            // Round budget spent with the socket still writable: `wants_service` tells the loop
+            // to come back, since no new readiness event will.
             return None;
         }
         let State::Sending {
@@ -545,5 +604,362 @@ impl Upstream {
             leg,
             error,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::engine::Method;
+    use crate::net::MemoryStream;
+    use crate::request::Request;
+
+    impl Connecting for MemoryStream {
+        fn take_error(&self) -> io::Result<Option<io::Error>> {
+            Ok(self
+                .refused
+                .then(|| io::Error::from(io::ErrorKind::ConnectionRefused)))
+        }
+
+        fn peer_addr(&self) -> io::Result<SocketAddr> {
+            Ok(SocketAddr::from(([127, 0, 0, 1], 8551)))
+        }
+
+        fn set_nodelay(&self, _: bool) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    const TIMEOUT: Duration = Duration::from_secs(8);
+    const MAX_BODY: usize = 8 << 20;
+
+    fn leg(body: &[u8]) -> Leg {
+        Leg::new(
+            Rc::new(Request {
+                body: body.into(),
+                call: None,
+                method: Method::NewPayload(4),
+                authorization: None,
+                beacon: Rc::from("bn"),
+                via: None,
+                received_at: Instant::now(),
+            }),
+            None,
+        )
+    }
+
+    /// A connection that finished its connect and carries `body`, now waiting for the answer.
+    fn sent(body: &[u8], now: Instant) -> Upstream<MemoryStream> {
+        let mut connection = Upstream::with_stream(
+            MemoryStream::default(),
+            0,
+            Lane::State,
+            now,
+            16 * 1024,
+            MAX_BODY,
+        );
+        connection.on_ready(false, true);
+        assert!(matches!(connection.drive(), Some(UpstreamEvent::Connected)));
+        connection.start(leg(body), b"POST / HTTP/1.1\r\n\r\n".to_vec(), now, TIMEOUT);
+        assert!(connection.drive().is_none(), "sent, nothing to read yet");
+        connection
+    }
+
+    /// A connection that served one answer and now carries a second request.
+    fn reused(now: Instant) -> Upstream<MemoryStream> {
+        let mut connection = sent(b"{}", now);
+        arrive(
+            &mut connection,
+            &[b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"],
+        );
+        answered(drive(&mut connection).0);
+        connection.start(leg(b"{}"), b"H\r\n\r\n".to_vec(), now, TIMEOUT);
+        connection
+    }
+
+    /// Makes `bytes` arrive, as a readiness event announces them.
+    fn arrive(connection: &mut Upstream<MemoryStream>, chunks: &[&[u8]]) {
+        for chunk in chunks {
+            connection.stream_mut().incoming.push_back(chunk.to_vec());
+        }
+        connection.on_ready(true, false);
+    }
+
+    /// Drives until an event, as the loop does: again only while readiness is left.
+    fn drive(connection: &mut Upstream<MemoryStream>) -> (Option<UpstreamEvent>, usize) {
+        for rounds in 1..1000 {
+            if let Some(event) = connection.drive() {
+                return (Some(event), rounds);
+            }
+            if !connection.wants_service() {
+                return (None, rounds);
+            }
+        }
+        (None, 1000)
+    }
+
+    fn answered(event: Option<UpstreamEvent>) -> (Response, bool) {
+        match event {
+            Some(UpstreamEvent::Answered {
+                response,
+                keep_alive,
+                ..
+            }) => (response, keep_alive),
+            other => panic!("expected an answer, got {other:?}"),
+        }
+    }
+
+    fn failed(event: Option<UpstreamEvent>) -> (UpstreamError, bool) {
+        match event {
+            Some(UpstreamEvent::Failed {
+                error, retryable, ..
+            }) => (error, retryable),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    fn chunked(body: &[u8], size: usize) -> Vec<u8> {
+        let mut message = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for chunk in body.chunks(size) {
+            message.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            message.extend_from_slice(chunk);
+            message.extend_from_slice(b"\r\n");
+        }
+        message.extend_from_slice(b"0\r\n\r\n");
+        message
+    }
+
+    #[test]
+    fn connecting_refused_fails_not_retryable() {
+        let now = Instant::now();
+        let wire = MemoryStream {
+            refused: true,
+            ..MemoryStream::default()
+        };
+        let mut connection = Upstream::with_stream(wire, 0, Lane::State, now, 1024, MAX_BODY);
+        connection.on_ready(false, true);
+        let (error, retryable) = failed(connection.drive());
+        assert_eq!(
+            error,
+            UpstreamError::Connect(io::ErrorKind::ConnectionRefused)
+        );
+        assert!(!retryable);
+    }
+
+    #[test]
+    fn connecting_past_deadline_times_out() {
+        let now = Instant::now();
+        let mut connection =
+            Upstream::with_stream(MemoryStream::default(), 0, Lane::State, now, 1024, MAX_BODY);
+        assert!(
+            connection
+                .on_timeout(now - Duration::from_millis(1))
+                .is_none()
+        );
+        let (error, _) = failed(connection.on_timeout(now));
+        assert_eq!(error, UpstreamError::ConnectTimeout);
+    }
+
+    #[test]
+    fn sending_writes_head_then_body_across_partial_writes() {
+        let now = Instant::now();
+        let mut connection =
+            Upstream::with_stream(MemoryStream::default(), 0, Lane::State, now, 1024, MAX_BODY);
+        connection.stream_mut().window = 3;
+        connection.on_ready(false, true);
+        connection.drive();
+        connection.start(leg(b"{\"a\":1}"), b"HEAD\r\n\r\n".to_vec(), now, TIMEOUT);
+        let (event, _) = drive(&mut connection);
+        assert!(event.is_none());
+        assert_eq!(connection.stream_mut().written, b"HEAD\r\n\r\n{\"a\":1}");
+    }
+
+    #[test]
+    fn sending_beyond_one_write_budget_wants_service_until_sent() {
+        let now = Instant::now();
+        let mut connection =
+            Upstream::with_stream(MemoryStream::default(), 0, Lane::State, now, 1024, MAX_BODY);
+        connection.stream_mut().window = 1024;
+        connection.on_ready(false, true);
+        connection.drive();
+        let body = vec![b'x'; 200 * 1024];
+        connection.start(leg(&body), b"H\r\n\r\n".to_vec(), now, TIMEOUT);
+        assert!(connection.drive().is_none());
+        assert!(
+            connection.wants_service(),
+            "writable, budget spent, body not all out"
+        );
+        let (event, rounds) = drive(&mut connection);
+        assert!(event.is_none());
+        assert!(rounds > 1);
+        assert_eq!(connection.stream_mut().written.len(), body.len() + 5);
+    }
+
+    #[test]
+    fn receiving_length_answer_split_anywhere_completes_once() {
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+        for cut in 1..answer.len() {
+            let now = Instant::now();
+            let mut connection = sent(b"{}", now);
+            arrive(&mut connection, &[&answer[..cut]]);
+            assert!(drive(&mut connection).0.is_none(), "cut {cut}");
+            arrive(&mut connection, &[&answer[cut..]]);
+            let (response, keep_alive) = answered(drive(&mut connection).0);
+            assert_eq!(response.body, b"hello", "cut {cut}");
+            assert!(keep_alive);
+            assert!(connection.is_idle());
+        }
+    }
+
+    /// The paused-proxy case: a whole chunked answer larger than one read budget is in the
+    /// socket when the only readiness edge comes.
+    #[test]
+    fn receiving_chunked_beyond_one_budget_wants_service_until_complete() {
+        for size in [4096, 32 * 1024] {
+            let body = vec![b'b'; 2_000_000];
+            let message = chunked(&body, size);
+            let now = Instant::now();
+            let mut connection = sent(b"{}", now);
+            let pieces: Vec<&[u8]> = message.chunks(16 * 1024).collect();
+            arrive(&mut connection, &pieces);
+            assert!(
+                connection.drive().is_none(),
+                "one budget does not reach the end"
+            );
+            assert!(
+                connection.wants_service(),
+                "bytes left that no edge announces"
+            );
+            let (response, keep_alive) = answered(drive(&mut connection).0);
+            assert_eq!(response.body, body);
+            assert!(keep_alive);
+        }
+    }
+
+    #[test]
+    fn receiving_close_delimited_beyond_one_budget_completes_at_end_of_stream() {
+        let body = vec![b'c'; 2_000_000];
+        let mut message = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
+        message.extend_from_slice(&body);
+        let now = Instant::now();
+        let mut connection = sent(b"{}", now);
+        let pieces: Vec<&[u8]> = message.chunks(16 * 1024).collect();
+        arrive(&mut connection, &pieces);
+        // The end of the stream comes with its own readiness event (a hang-up).
+        connection.stream_mut().closed = true;
+        connection.on_hangup();
+        let (response, keep_alive) = answered(drive(&mut connection).0);
+        assert_eq!(response.body, body);
+        assert!(!keep_alive, "the end of the stream ended the answer");
+    }
+
+    #[test]
+    fn receiving_interim_100_is_skipped() {
+        let now = Instant::now();
+        let mut connection = sent(b"{}", now);
+        arrive(
+            &mut connection,
+            &[b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+        );
+        let (response, _) = answered(drive(&mut connection).0);
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body, b"ok");
+    }
+
+    #[test]
+    fn receiving_declared_body_over_limit_fails() {
+        let now = Instant::now();
+        let mut connection = sent(b"{}", now);
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
+        arrive(&mut connection, &[head.as_bytes()]);
+        let (error, retryable) = failed(drive(&mut connection).0);
+        assert_eq!(error, UpstreamError::BadBody(BodyError::TooLarge));
+        assert!(!retryable);
+    }
+
+    #[test]
+    fn receiving_past_deadline_fails_and_is_never_reused() {
+        let now = Instant::now();
+        let mut connection = sent(b"{}", now);
+        assert!(connection.on_timeout(now + TIMEOUT / 2).is_none());
+        let (error, retryable) = failed(connection.on_timeout(now + TIMEOUT));
+        assert_eq!(error, UpstreamError::Timeout(TIMEOUT));
+        assert!(!retryable);
+        assert!(connection.is_dead());
+    }
+
+    #[test]
+    fn reused_connection_closed_before_answer_is_retryable() {
+        let now = Instant::now();
+        let mut connection = reused(now);
+        connection.stream_mut().closed = true;
+        connection.on_ready(true, true);
+        let (error, retryable) = failed(drive(&mut connection).0);
+        assert_eq!(error, UpstreamError::Closed);
+        assert!(
+            retryable,
+            "served one answer, failed before any byte of the next"
+        );
+    }
+
+    #[test]
+    fn fresh_connection_closed_before_answer_is_not_retryable() {
+        let now = Instant::now();
+        let mut connection = sent(b"{}", now);
+        connection.stream_mut().closed = true;
+        connection.on_ready(true, false);
+        let (error, retryable) = failed(drive(&mut connection).0);
+        assert_eq!(error, UpstreamError::Closed);
+        assert!(!retryable);
+    }
+
+    #[test]
+    fn closed_mid_answer_is_not_retryable() {
+        let now = Instant::now();
+        let mut connection = reused(now);
+        arrive(
+            &mut connection,
+            &[b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\npart"],
+        );
+        connection.stream_mut().closed = true;
+        connection.on_hangup();
+        let (error, retryable) = failed(drive(&mut connection).0);
+        assert_eq!(error, UpstreamError::Closed);
+        assert!(
+            !retryable,
+            "answer bytes came: the request may have been executed"
+        );
+    }
+
+    #[test]
+    fn idle_connection_closed_by_server_fails_closed() {
+        let now = Instant::now();
+        let mut connection = sent(b"{}", now);
+        arrive(
+            &mut connection,
+            &[b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"],
+        );
+        answered(drive(&mut connection).0);
+        connection.stream_mut().closed = true;
+        connection.on_ready(true, false);
+        let (error, _) = failed(drive(&mut connection).0);
+        assert_eq!(error, UpstreamError::Closed);
+    }
+
+    #[test]
+    fn bytes_after_answer_forbid_reuse() {
+        let now = Instant::now();
+        let mut connection = sent(b"{}", now);
+        arrive(
+            &mut connection,
+            &[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n"],
+        );
+        let (_, keep_alive) = answered(drive(&mut connection).0);
+        assert!(!keep_alive, "an unsolicited second answer");
     }
 }

@@ -45,6 +45,9 @@ use sync_proxy::inbound::{CloseReason, Inbound, Limits, MAX_PIPELINED_REQUESTS, 
 const MAX_EXTRA_SLOTS: usize = 2;
 /// Most service rounds per readiness event, as the event loop's `MAX_INBOUND_ROUNDS` bounds it.
 const MAX_SERVICE_ROUNDS: usize = 8;
+/// Most times the loop comes back to a connection with readiness left over, per event; each
+/// must progress, and the stream is finite.
+const MAX_REQUEUES: usize = 1 << 16;
 /// Most rounds of the final cooperative delivery; each round either progresses or ends it.
 const MAX_DRAIN_ROUNDS: usize = 4096;
 /// Answer bodies are padded by up to 255 times this, so answers span many partial writes.
@@ -144,6 +147,9 @@ struct Peer {
     write_fault: Option<io::ErrorKind>,
     read_calls: usize,
     write_calls: usize,
+    /// A read came back short while more bytes were there (`read_size`): to the connection
+    /// that looks drained, as if the rest arrived just after, which raises a new readiness edge.
+    edge: bool,
 }
 
 impl Read for Peer {
@@ -165,6 +171,7 @@ impl Read for Peer {
         let n = available.min(buf.len()).min(self.read_size);
         buf[..n].copy_from_slice(&self.stream[self.read..self.read + n]);
         self.read += n;
+        self.edge |= n < buf.len() && n < available;
         Ok(n)
     }
 }
@@ -298,6 +305,7 @@ impl Run {
             write_fault: None,
             read_calls: 0,
             write_calls: 0,
+            edge: false,
         };
         let t0 = Instant::now();
         let peer_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 40_000));
@@ -441,6 +449,32 @@ impl Run {
     /// A readiness event, serviced as the event loop does.
     fn event(&mut self, readable: bool, writable: bool) {
         self.conn.on_ready(readable, writable);
+        self.service();
+    }
+
+    /// Services the connection as the event loop does after an event: rounds of read, handle
+    /// and write; then, while `wants_service()` says readiness is left over (edge-triggered
+    /// readiness will not announce it again), further rounds in the loop's next iterations.
+    /// Each of those must make progress, or the loop would spin.
+    fn service(&mut self) {
+        self.service_rounds();
+        for _ in 0..MAX_REQUEUES {
+            let edge = std::mem::take(&mut self.peer().edge);
+            if edge {
+                self.conn.on_ready(true, false);
+            } else if !self.conn.wants_service() {
+                return;
+            }
+            let before = (self.requests.len(), self.snapshot());
+            self.service_rounds();
+            assert!(
+                edge || (self.requests.len(), self.snapshot()) != before,
+                "wants_service() without progress: the event loop would spin"
+            );
+        }
+    }
+
+    fn service_rounds(&mut self) {
         for _ in 0..MAX_SERVICE_ROUNDS {
             let now = self.now();
             let mut parsed = Vec::new();
@@ -527,9 +561,13 @@ impl Run {
         peer.write_size = usize::MAX;
         peer.read_fault = None;
         peer.write_fault = None;
+        // One edge announces everything the peer now sends and all the room it gives; after it,
+        // only answers (which the loop follows with a round) and left-over readiness drive the
+        // connection, as with edge-triggered readiness.
+        self.conn.on_ready(true, true);
         for _ in 0..MAX_DRAIN_ROUNDS {
             let before = (self.requests.len(), self.snapshot());
-            self.event(true, true);
+            self.service();
             for seq in std::mem::take(&mut self.unanswered) {
                 self.give_answer(seq, 200, 0);
             }

@@ -182,6 +182,9 @@ impl Proxy {
             };
             let (index, lane) = (connection.upstream, connection.lane);
             let Some(event) = connection.drive() else {
+                if connection.wants_service() {
+                    self.unfinished.push(key);
+                }
                 return;
             };
             let keep = self.on_upstream_event(index, lane, event, clock);
@@ -193,6 +196,8 @@ impl Proxy {
             // The connection is idle again: give it the next leg and keep driving.
             self.start_next(index, lane, clock);
         }
+        // Event budget spent: the rest waits for the next iteration.
+        self.unfinished.push(key);
     }
 
     /// Applies an upstream event; returns whether the connection stays open.

@@ -7,6 +7,7 @@ mod auth;
 mod beacon;
 mod chain;
 mod failover;
+mod framing;
 mod keepalive;
 mod limits;
 mod nginx;

@@ -26,6 +26,18 @@ pub enum Behavior {
     Status(u16),
 }
 
+/// How the mock frames the bodies of its answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// `Content-Length`.
+    Length,
+    /// `Transfer-Encoding: chunked`, in chunks of this many bytes (Go's servers, geth: 4 KiB to
+    /// 32 KiB).
+    Chunked(usize),
+    /// No length: the body ends when the mock closes the connection.
+    UntilClose,
+}
+
 /// A request as the mock received it.
 #[derive(Clone, Debug)]
 pub struct Received {
@@ -75,6 +87,9 @@ struct State {
     /// Secret to verify Authorization tokens with, and the `iat`s seen.
     jwt_secret: Option<[u8; 32]>,
     token_iats: Vec<Result<u64, String>>,
+    framing: Framing,
+    /// Answers written completely.
+    answers_written: usize,
 }
 
 /// A running mock execution client.
@@ -107,6 +122,8 @@ impl MockEl {
                 hang_methods: Vec::new(),
                 jwt_secret: None,
                 token_iats: Vec::new(),
+                framing: Framing::Length,
+                answers_written: 0,
             }),
             Condvar::new(),
         ));
@@ -136,6 +153,28 @@ impl MockEl {
         let mut state = self.shared.0.lock().unwrap();
         state.results.retain(|(m, _)| m != method);
         state.results.push((method.to_owned(), result));
+    }
+
+    /// Frames the next answers' bodies this way.
+    pub fn set_framing(&self, framing: Framing) {
+        self.shared.0.lock().unwrap().framing = framing;
+    }
+
+    /// Waits until at least `count` answers were written completely; false on timeout.
+    pub fn wait_answers_written(&self, count: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (lock, condvar) = &*self.shared;
+        let mut state = lock.lock().unwrap();
+        loop {
+            if state.answers_written >= count {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            state = condvar.wait_timeout(state, deadline - now).unwrap().0;
+        }
     }
 
     /// Never answers `method`.
@@ -269,7 +308,7 @@ fn serve(
             .ok()
             .and_then(|v| v.get("method").and_then(Value::as_str).map(str::to_owned))
             .unwrap_or_default();
-        let (behavior, answer) = {
+        let (behavior, answer, framing) = {
             let (lock, condvar) = &*shared;
             let mut state = lock.lock().unwrap();
             let answer = answer_for(&state, &body);
@@ -292,7 +331,7 @@ fn serve(
             } else {
                 state.behavior.clone()
             };
-            (behavior, answer)
+            (behavior, answer, state.framing)
         };
         let status = match behavior {
             Behavior::Answer => 200,
@@ -324,14 +363,42 @@ fn serve(
         } else {
             b"{}".to_vec()
         };
-        let head = format!(
-            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(&body).is_err() {
+        let message = frame(status, &body, framing);
+        if writer.write_all(&message).is_err() {
+            return;
+        }
+        {
+            let (lock, condvar) = &*shared;
+            lock.lock().unwrap().answers_written += 1;
+            condvar.notify_all();
+        }
+        if framing == Framing::UntilClose {
             return;
         }
     }
+}
+
+/// An HTTP answer with `body` framed as asked.
+fn frame(status: u16, body: &[u8], framing: Framing) -> Vec<u8> {
+    let mut message = format!("HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n");
+    match framing {
+        Framing::Length => message.push_str(&format!("Content-Length: {}\r\n\r\n", body.len())),
+        Framing::Chunked(_) => message.push_str("Transfer-Encoding: chunked\r\n\r\n"),
+        Framing::UntilClose => message.push_str("Connection: close\r\n\r\n"),
+    }
+    let mut message = message.into_bytes();
+    match framing {
+        Framing::Length | Framing::UntilClose => message.extend_from_slice(body),
+        Framing::Chunked(size) => {
+            for chunk in body.chunks(size.max(1)) {
+                message.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                message.extend_from_slice(chunk);
+                message.extend_from_slice(b"\r\n");
+            }
+            message.extend_from_slice(b"0\r\n\r\n");
+        }
+    }
+    message
 }
 
 fn is_timeout(e: &std::io::Error) -> bool {

@@ -207,6 +207,11 @@ impl Client {
         }
     }
 
+    /// A second handle on the connection, to write from another thread while this one reads.
+    pub fn writer(&self) -> TcpStream {
+        self.stream.try_clone().expect("clone the client's stream")
+    }
+
     /// Sends raw bytes.
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write to proxy");

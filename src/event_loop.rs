@@ -1,16 +1,19 @@
-//! The only `poll()`: one thread, one `mio` event loop driving the listener, beacon-node
-//! connections, upstream connections, the loop's own timers and signals.
+//! The only `poll()`: one thread, one `mio` event loop doing the proxy's I/O.
 //!
-//! Each iteration reads the clock once, dispatches readiness events to the connection state
-//! machines, applies what they report (answers, legs to queue, connections to open or close),
-//! runs expired timers, and frees closed connections only after the whole batch. Handlers never
-//! touch another connection; the loop does.
+//! It accepts beacon-node connections, drives them ([`Inbound`]) and the upstream connections
+//! ([`Outbound`]), feeds what they produce to the [`Core`] and carries out the core's outputs
+//! (answers, connects, sends, closes). Every decision is the core's; this module owns sockets,
+//! readiness, the clock and the connections' own HTTP timers (slowloris, idle).
+//!
+//! Each iteration reads the clock once, runs due timers, polls, marks ready connections, then
+//! settles: applies the core's outputs and services the connections they touched until nothing
+//! is left. A connection that spent its I/O budget with readiness left waits for the next
+//! iteration (the poll does not block then). Closed connections are freed after the batch.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::io;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, trace, warn};
@@ -22,21 +25,13 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::config::Config;
-use crate::engine::Lane;
-use crate::exchange::{Answer, Exchange, LegFailure, Reply};
-use crate::execution_client::ExecutionClient;
-use crate::handler::{self, Action, Context, Endpoint};
+use crate::core::{Core, LinkId, Output};
+use crate::exchange::ReplyTo;
 use crate::http::write::JSON;
-use crate::inbound::{Inbound, Limits, ParsedRequest};
-use crate::metrics::Metrics;
-use crate::policy::{Router, UpstreamView};
-use crate::request::{ExchangeId, ExchangeMap};
-use crate::rpc::Hash32;
-use crate::status;
+use crate::inbound::{Inbound, Limits};
+use crate::outbound::{Outbound, OutboundEvent, UpstreamError};
+use crate::request::IdMap;
 use crate::time::Clock;
-use crate::upstream::{Response, Upstream};
-
-mod delivery;
 
 /// The listening socket.
 const LISTENER: Token = Token(0);
@@ -51,60 +46,58 @@ const MAX_EVENTS: usize = 1024;
 /// Connections accepted per listener event, so a connection storm cannot starve open ones.
 const MAX_ACCEPTS_PER_EVENT: usize = 64;
 
-/// Upstream events handled per connection per wake-up; a connection answering from a queue of
-/// ready responses yields after this many.
-const MAX_UPSTREAM_EVENTS: usize = 64;
-
-/// Rounds of read-handle-write per beacon-node connection per wake-up.
+/// Rounds of read-handle-write per beacon-node connection per service.
 const MAX_INBOUND_ROUNDS: usize = 8;
 
-/// Copies of a block waiting for an upstream's verdict, by (upstream, block hash): each the
-/// waiting exchange and its request's id.
-type BlockWaiters = HashMap<(usize, Hash32), Vec<(ExchangeId, Box<[u8]>)>>;
+/// Events taken from an upstream connection per service; one answering from a queue of ready
+/// responses yields after this many.
+const MAX_OUTBOUND_EVENTS: usize = 64;
+
+/// After the grace period, answers already decided get this long to reach their beacon nodes.
+const SHUTDOWN_LINGER: Duration = Duration::from_millis(500);
 
 /// A connection in the slab.
 #[derive(Debug)]
 enum Connection {
-    Inbound(Inbound),
-    Upstream(Upstream),
+    /// From a beacon node; `armed` is the deadline its timer entry was set for.
+    Inbound {
+        conn: Box<Inbound>,
+        armed: Option<Instant>,
+    },
+    /// To an upstream, known to the core as `link`.
+    Outbound { conn: Outbound, link: LinkId },
 }
 
-/// The proxy: all state of the single thread.
+/// The proxy: the core and the sockets that serve it.
 pub struct Proxy {
-    config: Config,
     poll: Poll,
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
     signals: Signals,
     connections: Slab<Connection>,
-    inbound_count: usize,
-    upstreams: Vec<ExecutionClient>,
-    names: Rc<[Box<str>]>,
-    exchanges: ExchangeMap<Exchange>,
-    /// Copies of a block waiting for an upstream's verdict on it: (upstream, block hash) →
-    /// (exchange, request id). Emptied when that delivery settles; bounded by the exchanges.
-    block_waiters: BlockWaiters,
-    exchange_deadlines: BinaryHeap<Reverse<(Instant, ExchangeId)>>,
-    next_exchange: ExchangeId,
-    next_serial: u64,
-    router: Router,
-    metrics: Metrics,
+    /// Slab keys of upstream connections, by the core's link id.
+    links: IdMap<usize>,
+    core: Core,
     limits: Limits,
+    max_connections: usize,
+    inbound_count: usize,
+    next_serial: u64,
+    /// Beacon-node connection deadlines (deadline, key, serial), soonest first; entries that no
+    /// longer match their connection's `armed` are skipped. O(log n) per change, not a scan.
+    inbound_timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    /// Connections to service in this settle pass.
+    ready: Vec<usize>,
+    /// Connections that spent their I/O budget with readiness left. Edge-triggered readiness
+    /// will not announce those bytes again, so the next iteration services them after a poll
+    /// that does not wait.
+    unfinished: Vec<usize>,
     /// Connections to free at the end of the iteration.
     closed: Vec<usize>,
-    /// Beacon-node connections to service again (an answer freed a pipeline slot).
-    woken: Vec<usize>,
-    /// Connections that spent their I/O budget with readiness left. Edge-triggered readiness
-    /// will not announce those bytes again, so the loop drives them in the next iteration
-    /// (after a poll that does not wait) instead of waiting for an edge that never comes.
-    unfinished: Vec<usize>,
-    shutdown_deadline: Option<Instant>,
 }
 
 impl Proxy {
-    /// Binds the listener and prepares every upstream; nothing is connected yet.
+    /// Binds the listener and prepares the core; nothing is connected yet.
     pub fn bind(config: Config) -> io::Result<Proxy> {
-        let now = Instant::now();
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(config.listen)?;
         let local_addr = listener.local_addr()?;
@@ -113,20 +106,6 @@ impl Proxy {
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        let upstreams: Vec<ExecutionClient> = config
-            .upstreams
-            .iter()
-            .enumerate()
-            .map(|(i, u)| ExecutionClient::new(i, u.clone(), Rc::from(&*config.instance), now))
-            .collect();
-        let names: Rc<[Box<str>]> = upstreams.iter().map(|u| u.config.url.clone()).collect();
-        let router = Router::new(
-            config.ack,
-            config.chain,
-            config.tracker,
-            upstreams.len(),
-            config.catch_up_max_bytes,
-        );
         let limits = Limits {
             max_head_bytes: config.max_header_bytes,
             max_body_bytes: config.max_body_bytes,
@@ -140,22 +119,16 @@ impl Proxy {
             local_addr,
             signals,
             connections: Slab::new(),
-            inbound_count: 0,
-            upstreams,
-            names,
-            exchanges: ExchangeMap::default(),
-            block_waiters: HashMap::new(),
-            exchange_deadlines: BinaryHeap::new(),
-            next_exchange: 0,
-            next_serial: 0,
-            router,
-            metrics: Metrics::new(now),
+            links: IdMap::default(),
             limits,
-            closed: Vec::new(),
-            woken: Vec::new(),
+            max_connections: config.max_connections,
+            inbound_count: 0,
+            next_serial: 0,
+            inbound_timers: BinaryHeap::new(),
+            ready: Vec::new(),
             unfinished: Vec::new(),
-            shutdown_deadline: None,
-            config,
+            closed: Vec::new(),
+            core: Core::new(config, Instant::now()),
         })
     }
 
@@ -164,23 +137,24 @@ impl Proxy {
         self.local_addr
     }
 
-    /// Runs until a signal asks to stop and the queues are drained (or the grace period ends).
+    /// Runs until a signal asks to stop and everything is delivered (or the grace period ends).
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(MAX_EVENTS);
         loop {
             let clock = Clock::read();
             // Due timers first, so the poll timeout below is always in the future.
-            self.on_timers(clock);
+            self.core.handle_timeout(clock);
+            self.expire_inbound(clock.now);
+            self.settle(clock);
             self.reap();
             if self.is_done(clock.now) {
                 return Ok(());
             }
-            let timeout = if self.unfinished.is_empty() {
-                self.next_deadline()
-                    .map(|deadline| deadline.saturating_duration_since(clock.now))
-            } else {
-                Some(Duration::ZERO)
+            let timeout = match self.unfinished.is_empty() {
+                true => self.next_deadline(),
+                false => Some(clock.now),
             };
+            let timeout = timeout.map(|at| at.saturating_duration_since(clock.now));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -190,31 +164,16 @@ impl Proxy {
             let clock = Clock::read();
             // Taken before this batch: what the batch leaves unfinished waits one more round,
             // so a fast peer yields to the others after each budget.
-            let unfinished = std::mem::take(&mut self.unfinished);
+            self.ready.append(&mut self.unfinished);
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(clock),
                     SIGNALS => self.on_signal(clock),
-                    Token(token) => {
-                        self.on_connection_event(token - FIRST_CONNECTION, event, clock);
-                    }
+                    Token(token) => self.on_ready(token - FIRST_CONNECTION, event),
                 }
             }
-            self.service_unfinished(unfinished, clock);
-            self.service_woken(clock);
+            self.settle(clock);
             self.reap();
-        }
-    }
-
-    fn service_unfinished(&mut self, mut keys: Vec<usize>, clock: Clock) {
-        keys.sort_unstable();
-        keys.dedup();
-        for key in keys {
-            match self.connections.get(key) {
-                Some(Connection::Inbound(_)) => self.service_inbound(key, clock),
-                Some(Connection::Upstream(_)) => self.service_upstream(key, clock),
-                None => {}
-            }
         }
     }
 
@@ -233,35 +192,35 @@ impl Proxy {
                     return;
                 }
             };
-            if self.inbound_count >= self.config.max_connections {
-                self.metrics.connections_refused += 1;
+            if self.inbound_count >= self.max_connections {
+                self.core.on_connection_refused();
                 warn!(
                     "refused connection from {peer}: --max-connections {} reached",
-                    self.config.max_connections
+                    self.max_connections
                 );
                 continue;
             }
             let _ = stream.set_nodelay(true);
             let entry = self.connections.vacant_entry();
-            let key = entry.key();
-            if let Err(e) = self.poll.registry().register(
-                &mut stream,
-                Token(key + FIRST_CONNECTION),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
+            let token = Token(entry.key() + FIRST_CONNECTION);
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if let Err(e) = self.poll.registry().register(&mut stream, token, interest) {
                 warn!("cannot register connection from {peer}: {e}");
                 continue;
             }
             self.next_serial += 1;
-            entry.insert(Connection::Inbound(Inbound::new(
+            let conn = Box::new(Inbound::new(
                 stream,
                 peer,
                 self.next_serial,
                 self.limits,
                 clock.now,
-            )));
+            ));
+            let key = entry.key();
+            entry.insert(Connection::Inbound { conn, armed: None });
+            self.arm(key);
             self.inbound_count += 1;
-            self.metrics.connections_accepted += 1;
+            self.core.on_connection_opened();
             trace!("accepted connection from {peer}");
         }
     }
@@ -269,372 +228,279 @@ impl Proxy {
     fn on_signal(&mut self, clock: Clock) {
         let received: Vec<i32> = self.signals.pending().collect();
         for signal in received {
-            if self.shutdown_deadline.is_some() {
+            if self.listener.is_none() {
                 info!("second signal {signal}: exiting without draining");
-                self.shutdown_deadline = Some(clock.now);
+                self.core.hurry_shutdown(clock.now);
                 return;
             }
-            self.begin_shutdown(clock);
-        }
-    }
-
-    fn begin_shutdown(&mut self, clock: Clock) {
-        let queued: usize = self
-            .upstreams
-            .iter()
-            .map(|u| u.lane(Lane::State).len() + u.lane(Lane::Read).len())
-            .sum();
-        info!(
-            "shutting down: not accepting, delivering {queued} queued requests within {} ms",
-            self.config.shutdown_grace.as_millis()
-        );
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-        }
-        self.shutdown_deadline = Some(clock.now + self.config.shutdown_grace);
-        for (key, connection) in self.connections.iter_mut() {
-            if let Connection::Inbound(inbound) = connection {
-                inbound.stop_reading();
-                if inbound.finished().is_some() {
-                    self.closed.push(key);
+            if let Some(mut listener) = self.listener.take() {
+                let _ = self.poll.registry().deregister(&mut listener);
+            }
+            self.core.begin_shutdown(clock);
+            for (key, connection) in self.connections.iter_mut() {
+                if let Connection::Inbound { conn, .. } = connection {
+                    conn.stop_reading();
+                    if conn.finished().is_some() {
+                        self.closed.push(key);
+                    }
                 }
             }
         }
     }
 
-    fn on_connection_event(&mut self, key: usize, event: &Event, clock: Clock) {
+    fn on_ready(&mut self, key: usize, event: &Event) {
         let hangup = event.is_read_closed() || event.is_error();
         let readable = event.is_readable() || hangup;
         let writable = event.is_writable() || event.is_write_closed() || event.is_error();
         match self.connections.get_mut(key) {
-            Some(Connection::Inbound(inbound)) => {
-                inbound.on_ready(readable, writable);
+            Some(Connection::Inbound { conn, .. }) => {
+                conn.on_ready(readable, writable);
                 if hangup {
-                    inbound.on_hangup();
+                    conn.on_hangup();
                 }
-                self.service_inbound(key, clock);
             }
-            Some(Connection::Upstream(upstream)) => {
-                upstream.on_ready(readable, writable);
+            Some(Connection::Outbound { conn, .. }) => {
+                conn.on_ready(readable, writable);
                 if hangup {
-                    upstream.on_hangup();
+                    conn.on_hangup();
                 }
-                self.service_upstream(key, clock);
             }
-            None => {}
+            None => return,
+        }
+        self.ready.push(key);
+    }
+
+    /// Applies the core's outputs and services the connections they touch, until both are done.
+    fn settle(&mut self, clock: Clock) {
+        loop {
+            while let Some(output) = self.core.poll_output() {
+                self.apply(output, clock);
+            }
+            let Some(key) = self.ready.pop() else {
+                return;
+            };
+            match self.connections.get(key) {
+                Some(Connection::Inbound { .. }) => self.service_inbound(key, clock),
+                Some(Connection::Outbound { .. }) => self.service_outbound(key, clock),
+                None => {}
+            }
         }
     }
 
-    /// Reads requests, handles them, writes answers, until the connection has nothing to do.
+    fn apply(&mut self, output: Output, clock: Clock) {
+        match output {
+            Output::Answer { to, answer } => self.answer(to, answer, clock.now),
+            Output::Connect { link, addr } => self.connect(link, addr, clock),
+            Output::Send {
+                link,
+                head,
+                request,
+            } => {
+                let key = self.links.get(&link).copied();
+                if let Some(Connection::Outbound { conn, .. }) =
+                    key.and_then(|key| self.connections.get_mut(key))
+                {
+                    conn.start(request, head);
+                    self.ready.extend(key);
+                }
+            }
+            Output::Close { link } => self.close_outbound(link),
+        }
+    }
+
+    /// Hands an answer to its beacon-node connection, if it is still there.
+    fn answer(&mut self, to: ReplyTo, answer: crate::exchange::Answer, now: Instant) {
+        let Some(Connection::Inbound { conn, .. }) = self.connections.get_mut(to.conn) else {
+            return;
+        };
+        if conn.serial != to.serial {
+            return;
+        }
+        let content_type = match answer.content_type.is_empty() {
+            true => JSON,
+            false => &answer.content_type,
+        };
+        conn.answer(to.seq, answer.status, content_type, answer.body);
+        conn.flush(now);
+        self.ready.push(to.conn);
+    }
+
+    fn connect(&mut self, link: LinkId, addr: SocketAddr, clock: Clock) {
+        let config = self.core.config();
+        let connection = Outbound::connect(addr, config.max_header_bytes, config.max_body_bytes);
+        let entry = self.connections.vacant_entry();
+        let token = Token(entry.key() + FIRST_CONNECTION);
+        let registered = connection.and_then(|mut conn| {
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            self.poll
+                .registry()
+                .register(conn.stream_mut(), token, interest)?;
+            Ok(conn)
+        });
+        match registered {
+            Ok(conn) => {
+                self.links.insert(link, entry.key());
+                entry.insert(Connection::Outbound { conn, link });
+            }
+            Err(e) => {
+                // Immediate failures (no route, no ports) count like a refused connection.
+                let error = UpstreamError::Connect(e.kind());
+                let event = OutboundEvent::Failed {
+                    error,
+                    answer_started: false,
+                };
+                self.core.handle_link_event(link, event, clock);
+            }
+        }
+    }
+
+    /// Reads requests, hands them to the core, writes answers, until nothing is left to do.
     fn service_inbound(&mut self, key: usize, clock: Clock) {
         for _ in 0..MAX_INBOUND_ROUNDS {
-            let mut parsed = Vec::new();
-            let Some(Connection::Inbound(inbound)) = self.connections.get_mut(key) else {
+            let Some(Connection::Inbound { conn, .. }) = self.connections.get_mut(key) else {
                 return;
             };
-            if inbound.finished().is_some() {
+            if conn.finished().is_some() {
                 break;
             }
-            inbound.read_requests(clock.now, &mut parsed);
-            let peer = inbound.peer;
-            let serial = inbound.serial;
+            let mut parsed = Vec::new();
+            conn.read_requests(clock.now, &mut parsed);
+            let (peer, serial) = (conn.peer, conn.serial);
             let progressed = !parsed.is_empty();
             for request in parsed {
-                self.on_request(key, serial, peer, request, clock);
+                let to = ReplyTo {
+                    conn: key,
+                    serial,
+                    seq: request.seq,
+                    received_at: clock.now,
+                };
+                self.core.handle_request(to, request, peer, clock);
             }
-            let Some(Connection::Inbound(inbound)) = self.connections.get_mut(key) else {
-                return;
-            };
-            inbound.flush(clock.now);
+            if let Some(Connection::Inbound { conn, .. }) = self.connections.get_mut(key) {
+                conn.flush(clock.now);
+            }
             if !progressed {
                 break;
             }
         }
-        if let Some(Connection::Inbound(inbound)) = self.connections.get(key) {
-            if inbound.wants_service() {
+        if let Some(Connection::Inbound { conn, .. }) = self.connections.get(key) {
+            if conn.wants_service() {
                 self.unfinished.push(key);
             }
         }
+        self.arm(key);
         self.close_if_finished(key);
     }
 
-    fn service_woken(&mut self, clock: Clock) {
-        let mut woken = std::mem::take(&mut self.woken);
-        woken.sort_unstable();
-        woken.dedup();
-        for key in woken {
-            self.service_inbound(key, clock);
+    /// Drives an upstream connection, reporting its events to the core.
+    fn service_outbound(&mut self, key: usize, clock: Clock) {
+        for _ in 0..MAX_OUTBOUND_EVENTS {
+            let Some(Connection::Outbound { conn, link }) = self.connections.get_mut(key) else {
+                return;
+            };
+            let link = *link;
+            if !self.links.contains_key(&link) {
+                // Closed by the core this iteration; freed at the end of it.
+                return;
+            }
+            let Some(event) = conn.drive() else {
+                if conn.wants_service() {
+                    self.unfinished.push(key);
+                }
+                return;
+            };
+            let dead = conn.is_dead();
+            self.core.handle_link_event(link, event, clock);
+            if dead {
+                self.close_outbound(link);
+                return;
+            }
+            // The core may have handed the idle connection its next request.
+            while let Some(output) = self.core.poll_output() {
+                self.apply(output, clock);
+            }
         }
+        self.unfinished.push(key);
+    }
+
+    fn close_outbound(&mut self, link: LinkId) {
+        let Some(key) = self.links.remove(&link) else {
+            return;
+        };
+        if let Some(Connection::Outbound { conn, .. }) = self.connections.get_mut(key) {
+            let _ = self.poll.registry().deregister(conn.stream_mut());
+        }
+        self.closed.push(key);
     }
 
     fn close_if_finished(&mut self, key: usize) {
-        if let Some(Connection::Inbound(inbound)) = self.connections.get(key) {
-            if let Some(reason) = inbound.finished() {
-                debug!("connection from {} closed: {reason}", inbound.peer);
+        if let Some(Connection::Inbound { conn, .. }) = self.connections.get(key) {
+            if let Some(reason) = conn.finished() {
+                debug!("connection from {} closed: {reason}", conn.peer);
                 self.closed.push(key);
             }
         }
     }
 
-    fn on_request(
-        &mut self,
-        key: usize,
-        serial: u64,
-        peer: SocketAddr,
-        parsed: ParsedRequest,
-        clock: Clock,
-    ) {
-        let seq = parsed.seq;
-        let reply = Reply {
-            conn: key,
-            serial,
-            seq,
-            received_at: clock.now,
+    /// Sets a timer entry for a beacon-node connection's deadline when it is sooner than the
+    /// one set; a later deadline is found when the earlier entry fires.
+    fn arm(&mut self, key: usize) {
+        let Some(Connection::Inbound { conn, armed }) = self.connections.get_mut(key) else {
+            return;
         };
-        let views: Vec<UpstreamView> = self
-            .upstreams
-            .iter()
-            .map(|u| UpstreamView {
-                is_proxy: u.is_proxy(),
-                available: u.is_available(),
+        let Some(deadline) = conn.deadline() else {
+            return;
+        };
+        if armed.is_none_or(|at| deadline < at) {
+            *armed = Some(deadline);
+            self.inbound_timers
+                .push(Reverse((deadline, key, conn.serial)));
+        }
+    }
+
+    /// Fires the beacon-node connection timers due at `now`.
+    fn expire_inbound(&mut self, now: Instant) {
+        while let Some(Reverse((at, key, serial))) = self.inbound_timers.peek().copied() {
+            if at > now {
+                return;
+            }
+            self.inbound_timers.pop();
+            let Some(Connection::Inbound { conn, armed }) = self.connections.get_mut(key) else {
+                continue;
+            };
+            if conn.serial != serial || *armed != Some(at) {
+                continue;
+            }
+            *armed = None;
+            conn.on_timeout(now);
+            self.arm(key);
+            self.close_if_finished(key);
+        }
+    }
+
+    fn next_deadline(&mut self) -> Option<Instant> {
+        let inbound = self.inbound_timers.peek().map(|Reverse((at, _, _))| *at);
+        let linger = self.core.shutdown_deadline().map(|at| at + SHUTDOWN_LINGER);
+        self.core.poll_timeout().into_iter().chain(inbound).chain(linger).min()
+    }
+
+    /// Shutting down: the core has nothing left, and every answer is written (or the answers
+    /// had their linger after the grace period).
+    fn is_done(&self, now: Instant) -> bool {
+        if !self.core.is_done(now) {
+            return false;
+        }
+        let lingered = self
+            .core
+            .shutdown_deadline()
+            .is_some_and(|at| now >= at + SHUTDOWN_LINGER);
+        lingered
+            || self.connections.iter().all(|(_, c)| match c {
+                Connection::Inbound { conn, .. } => {
+                    conn.pending_answers() == 0 && !conn.is_reading_body()
+                }
+                Connection::Outbound { .. } => true,
             })
-            .collect();
-        let mut context = Context {
-            config: &self.config,
-            router: &mut self.router,
-            metrics: &mut self.metrics,
-            upstreams: &views,
-        };
-        let action = handler::handle(&mut context, parsed, peer, clock);
-        match action {
-            Action::Answer(answer) => self.deliver(reply, answer, clock.now),
-            Action::Endpoint(endpoint) => {
-                let answer = self.render(endpoint, clock.now);
-                self.deliver(reply, answer, clock.now);
-            }
-            Action::Forward {
-                request,
-                targets,
-                local,
-                order,
-                policy,
-                awaiting,
-            } => {
-                let exchange = match local {
-                    Some(answer) => {
-                        self.deliver(reply, answer, clock.now);
-                        None
-                    }
-                    None => {
-                        let id = self.next_exchange;
-                        self.next_exchange += 1;
-                        let call_id: &[u8] = request.call.as_ref().map_or(b"null", |c| &c.id);
-                        let deadline = clock.now + self.config.timeout_for(request.method);
-                        self.exchanges.insert(
-                            id,
-                            Exchange::new(
-                                reply,
-                                policy,
-                                call_id,
-                                request.method,
-                                order,
-                                Rc::clone(&self.names),
-                                deadline,
-                            ),
-                        );
-                        self.exchange_deadlines.push(Reverse((deadline, id)));
-                        if let Some(block) = awaiting {
-                            self.block_waiters
-                                .entry(block)
-                                .or_default()
-                                .push((id, call_id.into()));
-                        }
-                        Some(id)
-                    }
-                };
-                let forwarded = targets
-                    .iter()
-                    .any(|i| self.upstreams.get(i).is_some_and(|u| !u.is_proxy()));
-                self.router.remember(&request, forwarded);
-                self.dispatch(&request, targets, exchange, clock);
-                if let Some(id) = exchange {
-                    self.try_decide(id, clock.now);
-                }
-            }
-        }
-    }
-
-    fn render(&self, endpoint: Endpoint, now: Instant) -> Answer {
-        match endpoint {
-            Endpoint::Health => {
-                let reachable = self
-                    .upstreams
-                    .iter()
-                    .filter(|u| !u.is_proxy() && u.is_up())
-                    .count();
-                let status = if reachable > 0 { 200 } else { 503 };
-                let body = serde_json::json!({
-                    "healthy": reachable > 0,
-                    "reachable_execution_clients": reachable,
-                });
-                Answer::json(status, body.to_string().into_bytes())
-            }
-            Endpoint::Status => Answer::json(
-                200,
-                status::render(
-                    &self.config,
-                    now,
-                    &self.upstreams,
-                    self.router.tracker(),
-                    self.shutdown_deadline.is_some(),
-                ),
-            ),
-            Endpoint::Metrics => Answer {
-                status: 200,
-                content_type: "text/plain; version=0.0.4".into(),
-                body: self
-                    .metrics
-                    .render(
-                        now,
-                        &self.upstreams,
-                        self.router.tracker(),
-                        self.inbound_count,
-                        self.exchanges.len(),
-                    )
-                    .into_bytes(),
-            },
-        }
-    }
-
-    /// Gives an exchange one upstream's outcome and answers the beacon node if that decides it.
-    /// Recording and deciding are one step, so no outcome can leave a beacon node waiting.
-    fn report(
-        &mut self,
-        id: ExchangeId,
-        index: usize,
-        outcome: Result<Response, LegFailure>,
-        now: Instant,
-    ) {
-        let Some(exchange) = self.exchanges.get_mut(&id) else {
-            return;
-        };
-        match outcome {
-            Ok(response) => exchange.on_answer(index, response),
-            Err(failure) => exchange.on_failure(index, failure),
-        }
-        self.try_decide(id, now);
-    }
-
-    fn try_decide(&mut self, id: ExchangeId, now: Instant) {
-        let Some(exchange) = self.exchanges.get_mut(&id) else {
-            return;
-        };
-        let Some(answer) = exchange.decide() else {
-            return;
-        };
-        let reply = exchange.reply;
-        self.exchanges.remove(&id);
-        self.deliver(reply, answer, now);
-    }
-
-    /// Hands an answer to its beacon-node connection, if it is still there.
-    fn deliver(&mut self, reply: Reply, answer: Answer, now: Instant) {
-        let latency = now.saturating_duration_since(reply.received_at);
-        self.metrics.on_answer(answer.status, latency);
-        let Some(Connection::Inbound(inbound)) = self.connections.get_mut(reply.conn) else {
-            return;
-        };
-        if inbound.serial != reply.serial {
-            return;
-        }
-        let content_type = if answer.content_type.is_empty() {
-            JSON
-        } else {
-            &answer.content_type
-        };
-        inbound.answer(reply.seq, answer.status, content_type, answer.body);
-        inbound.flush(now);
-        self.woken.push(reply.conn);
-    }
-
-    fn on_timers(&mut self, clock: Clock) {
-        let now = clock.now;
-        let expired: Vec<usize> = self
-            .connections
-            .iter()
-            .filter(|(_, c)| deadline_of(c).is_some_and(|d| d <= now))
-            .map(|(key, _)| key)
-            .collect();
-        for key in expired {
-            match self.connections.get_mut(key) {
-                Some(Connection::Inbound(inbound)) => {
-                    inbound.on_timeout(now);
-                    self.close_if_finished(key);
-                }
-                Some(Connection::Upstream(upstream)) => {
-                    let (index, lane) = (upstream.upstream, upstream.lane);
-                    if let Some(event) = upstream.on_timeout(now) {
-                        let keep = self.on_upstream_event(index, lane, event, clock);
-                        if !keep {
-                            self.close_upstream(key, index, lane);
-                            self.pump(index, lane, clock);
-                        }
-                    }
-                }
-                None => {}
-            }
-        }
-        while let Some(Reverse((deadline, id))) = self.exchange_deadlines.peek().copied() {
-            if deadline > now {
-                break;
-            }
-            self.exchange_deadlines.pop();
-            if let Some(mut exchange) = self.exchanges.remove(&id) {
-                let answer = exchange.on_timeout();
-                debug!("exchange {id} timed out; answering {}", answer.status);
-                self.deliver(exchange.reply, answer, now);
-            }
-        }
-        if let Some(switch) = self.router.on_timeout(now, clock.unix_secs) {
-            info!("following beacon: {switch}");
-        }
-        for upstream in &mut self.upstreams {
-            if let Some(count) = upstream.flush_drops(now) {
-                warn!(
-                    "{}: queue full, dropped {count} more request(s) in the last second",
-                    upstream.config.url
-                );
-            }
-        }
-        if self.shutdown_deadline.is_none() {
-            for index in 0..self.upstreams.len() {
-                if self.upstreams[index].probe_if_due(now) {
-                    self.pump(index, Lane::Read, clock);
-                }
-            }
-        }
-        self.service_woken(clock);
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        let connections = self.connections.iter().filter_map(|(_, c)| deadline_of(c));
-        let exchanges = self.exchange_deadlines.peek().map(|Reverse((d, _))| *d);
-        let probes = self
-            .upstreams
-            .iter()
-            .filter(|_| self.shutdown_deadline.is_none())
-            .filter_map(ExecutionClient::probe_deadline)
-            .chain(
-                self.upstreams
-                    .iter()
-                    .filter_map(ExecutionClient::drop_log_deadline),
-            );
-        connections
-            .chain(exchanges)
-            .chain(probes)
-            .chain(self.router.deadline())
-            .chain(self.shutdown_deadline)
-            .min()
     }
 
     /// Frees the connections closed during this iteration.
@@ -643,58 +509,14 @@ impl Proxy {
         closed.sort_unstable();
         closed.dedup();
         for key in closed {
-            let Some(connection) = self.connections.try_remove(key) else {
-                continue;
-            };
-            match connection {
-                Connection::Inbound(mut inbound) => {
-                    let _ = self.poll.registry().deregister(inbound.stream_mut());
+            match self.connections.try_remove(key) {
+                Some(Connection::Inbound { mut conn, .. }) => {
+                    let _ = self.poll.registry().deregister(conn.stream_mut());
                     self.inbound_count -= 1;
+                    self.core.on_connection_closed();
                 }
-                Connection::Upstream(mut upstream) => {
-                    let _ = self.poll.registry().deregister(upstream.stream_mut());
-                    let (index, lane) = (upstream.upstream, upstream.lane);
-                    if let Some(upstream) = self.upstreams.get_mut(index) {
-                        if upstream.lane(lane).conn == Some(key) {
-                            upstream.lane_mut(lane).conn = None;
-                        }
-                    }
-                }
+                Some(Connection::Outbound { .. }) | None => {}
             }
         }
-    }
-
-    /// Shutting down and nothing left to deliver, or out of time.
-    fn is_done(&self, now: Instant) -> bool {
-        let Some(deadline) = self.shutdown_deadline else {
-            return false;
-        };
-        if now >= deadline {
-            let left: usize = self
-                .upstreams
-                .iter()
-                .map(|u| u.lane(Lane::State).len() + u.lane(Lane::Read).len())
-                .sum();
-            if left > 0 {
-                warn!("grace period over: {left} queued requests not delivered");
-            }
-            return true;
-        }
-        let queues_empty = self
-            .upstreams
-            .iter()
-            .all(|u| u.lane(Lane::State).is_empty() && u.lane(Lane::Read).is_empty());
-        let nothing_in_flight = self.connections.iter().all(|(_, c)| match c {
-            Connection::Upstream(u) => u.leg().is_none_or(|leg| leg.probe),
-            Connection::Inbound(i) => i.pending_answers() == 0,
-        });
-        queues_empty && nothing_in_flight
-    }
-}
-
-fn deadline_of(connection: &Connection) -> Option<Instant> {
-    match connection {
-        Connection::Inbound(inbound) => inbound.deadline(),
-        Connection::Upstream(upstream) => upstream.deadline(),
     }
 }

@@ -11,11 +11,11 @@ use std::time::Instant;
 use crate::engine::Method;
 use crate::http::write::JSON;
 use crate::rpc::{self, PayloadStatus};
-use crate::upstream::{Response, UpstreamError};
+use crate::outbound::{Response, UpstreamError};
 
 /// Where an answer goes: a beacon-node connection and the request's place on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Reply {
+pub struct ReplyTo {
     /// Slab key of the inbound connection.
     pub conn: usize,
     /// The connection's serial number, so a reused slab slot is never answered by mistake.
@@ -108,7 +108,7 @@ enum Outcome {
 #[derive(Debug)]
 pub struct Exchange {
     /// Where the answer goes.
-    pub reply: Reply,
+    pub reply_to: ReplyTo,
     /// How the answer is chosen.
     pub policy: AnswerPolicy,
     /// When the beacon node gets an answer whatever the upstreams do.
@@ -125,7 +125,7 @@ impl Exchange {
     /// A new exchange asking the upstreams in `order` (primary first); `names` names every
     /// upstream by index for error messages.
     pub fn new(
-        reply: Reply,
+        reply_to: ReplyTo,
         policy: AnswerPolicy,
         id: &[u8],
         method: Method,
@@ -140,7 +140,7 @@ impl Exchange {
             }
         }
         Exchange {
-            reply,
+            reply_to,
             policy,
             deadline,
             id: id.into(),
@@ -352,14 +352,14 @@ mod tests {
     }
 
     fn exchange(policy: AnswerPolicy, method: Method, order: Vec<usize>, n: usize) -> Exchange {
-        let reply = Reply {
+        let reply_to = ReplyTo {
             conn: 0,
             serial: 0,
             seq: 0,
             received_at: Instant::now(),
         };
         Exchange::new(
-            reply,
+            reply_to,
             policy,
             b"7",
             method,

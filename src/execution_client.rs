@@ -12,6 +12,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::config::{UpstreamConfig, UpstreamKind};
+use crate::core::LinkId;
 use crate::engine::{Lane, Method};
 use crate::http::write::request_head;
 use crate::jwt::Signer;
@@ -88,8 +89,8 @@ pub struct UpstreamStats {
 pub struct LaneState {
     queue: VecDeque<Leg>,
     queued_bytes: usize,
-    /// Slab key of this lane's connection, if one is open or opening.
-    pub conn: Option<usize>,
+    /// This lane's connection, if one is open or opening.
+    pub link: Option<LinkId>,
 }
 
 impl LaneState {
@@ -120,8 +121,8 @@ pub struct ExecutionClient {
     pub health: Health,
     /// Counters.
     pub stats: UpstreamStats,
-    state: LaneState,
-    read: LaneState,
+    state_lane: LaneState,
+    read_lane: LaneState,
     signer: Option<Signer>,
     /// This proxy's name in `Via` headers.
     via_name: Rc<str>,
@@ -156,8 +157,8 @@ impl ExecutionClient {
             config,
             health: Health::Unknown,
             stats: UpstreamStats::default(),
-            state: LaneState::default(),
-            read: LaneState::default(),
+            state_lane: LaneState::default(),
+            read_lane: LaneState::default(),
             signer,
             via_name,
             probe,
@@ -188,16 +189,16 @@ impl ExecutionClient {
     /// A lane's state.
     pub fn lane(&self, lane: Lane) -> &LaneState {
         match lane {
-            Lane::State => &self.state,
-            Lane::Read => &self.read,
+            Lane::State => &self.state_lane,
+            Lane::Read => &self.read_lane,
         }
     }
 
     /// A lane's state, mutably.
     pub fn lane_mut(&mut self, lane: Lane) -> &mut LaneState {
         match lane {
-            Lane::State => &mut self.state,
-            Lane::Read => &mut self.read,
+            Lane::State => &mut self.state_lane,
+            Lane::Read => &mut self.read_lane,
         }
     }
 
@@ -285,13 +286,13 @@ impl ExecutionClient {
     pub fn queue_catch_up(&mut self, legs: Vec<Leg>) {
         let is_forkchoice = |leg: &Leg| matches!(leg.request.method, Method::ForkchoiceUpdated(_));
         // A fork choice already queued is newer than the remembered one: keep only that.
-        let queued_forkchoice = self.state.queue.iter().any(is_forkchoice);
+        let queued_forkchoice = self.state_lane.queue.iter().any(is_forkchoice);
         for leg in legs.into_iter().rev() {
             if queued_forkchoice && is_forkchoice(&leg) {
                 continue;
             }
-            self.state.queued_bytes += leg.body_bytes();
-            self.state.queue.push_front(leg);
+            self.state_lane.queued_bytes += leg.body_bytes();
+            self.state_lane.queue.push_front(leg);
         }
         self.behind = false;
     }
@@ -299,7 +300,7 @@ impl ExecutionClient {
     /// Whether queue-full drops left this upstream missing payloads, and its state lane has
     /// drained: time to catch up.
     pub fn needs_catch_up(&self) -> bool {
-        self.behind && self.state.is_empty() && self.is_up()
+        self.behind && self.state_lane.is_empty() && self.is_up()
     }
 
     /// Puts a leg back at the head of its lane, for a retry on a fresh connection.
@@ -325,8 +326,8 @@ impl ExecutionClient {
     /// Whether a lane should have a connection: it has something it may send.
     pub fn wants_connection(&self, lane: Lane) -> bool {
         match lane {
-            Lane::State => self.is_available() && !self.state.is_empty(),
-            Lane::Read => !self.read.is_empty(),
+            Lane::State => self.is_available() && !self.state_lane.is_empty(),
+            Lane::Read => !self.read_lane.is_empty(),
         }
     }
 
@@ -414,14 +415,14 @@ impl ExecutionClient {
 
     /// Legs in the read lane fail at once when the upstream goes down: stale reads help nobody.
     pub fn drain_reads(&mut self) -> Vec<Leg> {
-        self.read.queued_bytes = 0;
-        self.read.queue.drain(..).collect()
+        self.read_lane.queued_bytes = 0;
+        self.read_lane.queue.drain(..).collect()
     }
 
     /// Marks every queued state leg as reported and returns their exchanges, so beacon nodes
     /// waiting on a down upstream are answered at once; the legs stay queued for delivery.
     pub fn report_queued_unavailable(&mut self) -> Vec<u64> {
-        self.state
+        self.state_lane
             .queue
             .iter_mut()
             .filter(|leg| !leg.reported)
@@ -435,7 +436,7 @@ impl ExecutionClient {
     /// When a probe is due, if one should be sent at all.
     pub fn probe_deadline(&self) -> Option<Instant> {
         // Queued reads will tell the health anyway; a probe in flight clears `probe_due`.
-        if !self.read.is_empty() {
+        if !self.read_lane.is_empty() {
             return None;
         }
         self.probe_due
@@ -447,8 +448,8 @@ impl ExecutionClient {
             Some(due) if due <= now => {
                 let mut leg = Leg::new(Rc::clone(&self.probe), None);
                 leg.probe = true;
-                self.read.queued_bytes += leg.body_bytes();
-                self.read.queue.push_back(leg);
+                self.read_lane.queued_bytes += leg.body_bytes();
+                self.read_lane.queue.push_back(leg);
                 self.probe_due = None;
                 true
             }

@@ -216,6 +216,11 @@ impl<S: Read + Write> Inbound<S> {
         can_read || can_write
     }
 
+    /// A request's body is arriving; at shutdown it is still read and answered.
+    pub fn is_reading_body(&self) -> bool {
+        self.finished.is_none() && matches!(self.read, ReadState::Body { .. })
+    }
+
     /// Answers still owed to the peer.
     pub fn pending_answers(&self) -> usize {
         self.slots.len()

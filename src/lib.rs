@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod core;
 pub mod demo;
 pub mod engine;
 pub mod event_loop;
@@ -21,14 +22,14 @@ pub mod jwt;
 pub mod metrics;
 pub mod net;
 pub mod network;
-pub mod policy;
+pub mod outbound;
 pub mod recent;
+pub mod router;
 pub mod request;
 pub mod rpc;
 pub mod status;
 pub mod time;
 pub mod tracker;
-pub mod upstream;
 
 use std::io;
 

@@ -14,12 +14,12 @@ use crate::rpc::Call;
 /// Identifies an [`crate::exchange::Exchange`] waiting for legs' outcomes.
 pub type ExchangeId = u64;
 
-/// Hashes exchange ids for the table of exchanges in flight. The ids are the proxy's own
-/// sequence numbers, never chosen by a peer, so the identity is a perfect, DoS-safe hash.
+/// Hashes the proxy's own sequence numbers (exchange and link ids). They are never chosen by a
+/// peer, so the identity is a perfect, DoS-safe hash.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct ExchangeIdHasher(u64);
+pub struct IdHasher(u64);
 
-impl std::hash::Hasher for ExchangeIdHasher {
+impl std::hash::Hasher for IdHasher {
     fn finish(&self) -> u64 {
         self.0
     }
@@ -35,9 +35,8 @@ impl std::hash::Hasher for ExchangeIdHasher {
     }
 }
 
-/// A map keyed by exchange id.
-pub type ExchangeMap<V> =
-    std::collections::HashMap<ExchangeId, V, std::hash::BuildHasherDefault<ExchangeIdHasher>>;
+/// A map keyed by one of the proxy's own sequence numbers.
+pub type IdMap<V> = std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 /// A request as read, with the facts the proxy routes on.
 #[derive(Debug)]

@@ -1,22 +1,22 @@
 //! One HTTP/1.1 client connection to an upstream (an execution client or a chained proxy): a
-//! state machine that connects, sends one request at a time, and reads its response.
+//! state machine that connects, sends one request at a time, and reads its answer.
 //!
-//! It owns the leg it is carrying, so a failure hands the leg back for a retry or a report. It
-//! does not choose what to send next, sign tokens or decide retries: the
-//! [`crate::execution_client`] lane that owns this connection does.
+//! It carries bytes, nothing more: which request goes next, how long it may take, whether a
+//! failure is retried and what an answer means are the [`crate::core`]'s decisions. It reads
+//! no clock and holds no timer; the core closes a connection whose request timed out.
 
 use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::rc::Rc;
+use std::time::Duration;
 
 use mio::net::TcpStream;
 
-use crate::engine::Lane;
 use crate::http::body::{BodyError, BodyReader};
 use crate::http::head::{Framing, HeadError, ResponseHead, parse_response_head};
 use crate::net::{InputBuffer, MAX_BODY_RESERVATION_BYTES, MAX_IO_ROUNDS, read_body};
-use crate::request::Leg;
+use crate::request::Request;
 
 /// An upstream's answer, passed to the beacon node byte for byte.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,27 +74,23 @@ impl fmt::Display for UpstreamError {
 
 /// What happened on a connection.
 #[derive(Debug)]
-pub enum UpstreamEvent {
+pub enum OutboundEvent {
     /// The TCP connection is established; the connection is idle.
     Connected,
-    /// A complete answer to `leg`; the connection is idle again when `keep_alive`.
+    /// A complete answer to the request in flight; the connection is idle again when
+    /// `keep_alive`, else it is dead.
     Answered {
-        /// The leg that was answered.
-        leg: Leg,
         /// The answer.
         response: Response,
         /// Whether the connection can carry another request.
         keep_alive: bool,
     },
-    /// The connection failed; it must be closed. `leg` is the request it was carrying.
+    /// The connection failed and is dead.
     Failed {
-        /// The leg in flight, if any.
-        leg: Option<Leg>,
         /// What went wrong.
         error: UpstreamError,
-        /// A reused connection failed before any answer byte: sending again on a fresh
-        /// connection is safe (every Engine API call is idempotent) and likely to work.
-        retryable: bool,
+        /// Bytes of an answer had arrived: the request may have been carried out.
+        answer_started: bool,
     },
 }
 
@@ -126,15 +122,9 @@ impl Connecting for TcpStream {
 /// A client connection to an upstream over a non-blocking stream (a `TcpStream` in the proxy;
 /// an in-memory stream in tests).
 #[derive(Debug)]
-pub struct Upstream<S = TcpStream> {
+pub struct Outbound<S = TcpStream> {
     stream: S,
-    /// Index of the upstream this connection belongs to.
-    pub upstream: usize,
-    /// The lane it serves.
-    pub lane: Lane,
     state: State,
-    /// Answers completed on this connection; a connection with any is "reused".
-    served: u64,
     readable: bool,
     writable: bool,
     /// The peer hung up (or the socket errored): read until end of stream, not just until a
@@ -150,31 +140,24 @@ pub struct Upstream<S = TcpStream> {
 #[derive(Debug)]
 enum State {
     /// TCP handshake in progress.
-    Connecting { deadline: Instant },
+    Connecting,
     /// Connected, nothing in flight.
     Idle,
     /// Writing the request; `written` counts head then body bytes.
     Sending {
-        leg: Leg,
+        request: Rc<Request>,
         head: Vec<u8>,
         written: usize,
-        deadline: Instant,
-        timeout: Duration,
     },
     /// Reading the answer.
-    Receiving {
-        leg: Leg,
-        deadline: Instant,
-        timeout: Duration,
-        answer: Answer,
-    },
+    Receiving { reading: Reading },
     /// Failed or finished; waiting to be removed.
     Dead,
 }
 
 /// How far an answer has been read.
 #[derive(Debug)]
-enum Answer {
+enum Reading {
     /// Reading the head (its bytes so far are in the connection's input buffer).
     Head,
     /// A `Content-Length` body, read in place.
@@ -191,44 +174,24 @@ enum Answer {
     },
 }
 
-impl Upstream {
+impl Outbound {
     /// Starts a non-blocking connect to `addr`.
     pub fn connect(
         addr: SocketAddr,
-        upstream: usize,
-        lane: Lane,
-        deadline: Instant,
         max_head_bytes: usize,
         max_body_bytes: usize,
-    ) -> io::Result<Upstream> {
+    ) -> io::Result<Outbound> {
         let stream = TcpStream::connect(addr)?;
-        Ok(Upstream::with_stream(
-            stream,
-            upstream,
-            lane,
-            deadline,
-            max_head_bytes,
-            max_body_bytes,
-        ))
+        Ok(Outbound::with_stream(stream, max_head_bytes, max_body_bytes))
     }
 }
 
-impl<S: Connecting> Upstream<S> {
-    /// A connection over `stream`, whose connect is under way until `deadline`.
-    pub fn with_stream(
-        stream: S,
-        upstream: usize,
-        lane: Lane,
-        deadline: Instant,
-        max_head_bytes: usize,
-        max_body_bytes: usize,
-    ) -> Upstream<S> {
-        Upstream {
+impl<S: Connecting> Outbound<S> {
+    /// A connection over `stream`, whose connect is under way.
+    pub fn with_stream(stream: S, max_head_bytes: usize, max_body_bytes: usize) -> Outbound<S> {
+        Outbound {
             stream,
-            upstream,
-            lane,
-            state: State::Connecting { deadline },
-            served: 0,
+            state: State::Connecting,
             readable: false,
             writable: false,
             hangup: false,
@@ -258,27 +221,9 @@ impl<S: Connecting> Upstream<S> {
     /// again by itself.
     pub fn wants_service(&self) -> bool {
         match self.state {
-            State::Connecting { .. } | State::Sending { .. } => self.writable,
+            State::Connecting | State::Sending { .. } => self.writable,
             State::Receiving { .. } | State::Idle => self.readable,
             State::Dead => false,
-        }
-    }
-
-    /// The leg in flight, if any.
-    pub fn leg(&self) -> Option<&Leg> {
-        match &self.state {
-            State::Sending { leg, .. } | State::Receiving { leg, .. } => Some(leg),
-            _ => None,
-        }
-    }
-
-    /// When the current phase times out.
-    pub fn deadline(&self) -> Option<Instant> {
-        match self.state {
-            State::Connecting { deadline }
-            | State::Sending { deadline, .. }
-            | State::Receiving { deadline, .. } => Some(deadline),
-            State::Idle | State::Dead => None,
         }
     }
 
@@ -294,23 +239,21 @@ impl<S: Connecting> Upstream<S> {
         self.readable = true;
     }
 
-    /// Begins sending `leg` with the given head; the connection must be idle.
-    pub fn start(&mut self, leg: Leg, head: Vec<u8>, now: Instant, timeout: Duration) {
+    /// Begins sending `request` with the given head; the connection must be idle.
+    pub fn start(&mut self, request: Rc<Request>, head: Vec<u8>) {
         debug_assert!(self.is_idle(), "start on a busy connection");
         self.state = State::Sending {
-            leg,
+            request,
             head,
             written: 0,
-            deadline: now + timeout,
-            timeout,
         };
     }
 
     /// Does whatever I/O readiness allows and reports what happened, if anything.
-    pub fn drive(&mut self) -> Option<UpstreamEvent> {
+    pub fn drive(&mut self) -> Option<OutboundEvent> {
         match &self.state {
-            State::Connecting { .. } if self.writable => self.finish_connect(),
-            State::Connecting { .. } => None,
+            State::Connecting if self.writable => self.finish_connect(),
+            State::Connecting => None,
             State::Sending { .. } if self.writable => self.send(),
             State::Sending { .. } => None,
             State::Receiving { .. } if self.readable => self.receive(),
@@ -320,63 +263,38 @@ impl<S: Connecting> Upstream<S> {
         }
     }
 
-    /// The deadline passed: the phase in progress failed.
-    pub fn on_timeout(&mut self, now: Instant) -> Option<UpstreamEvent> {
-        let deadline = self.deadline()?;
-        if now < deadline {
-            return None;
-        }
-        let error = match &self.state {
-            State::Connecting { .. } => UpstreamError::ConnectTimeout,
-            State::Sending { timeout, .. } | State::Receiving { timeout, .. } => {
-                UpstreamError::Timeout(*timeout)
-            }
-            State::Idle | State::Dead => return None,
-        };
-        // A timed-out connection may still deliver the late answer: it is never reused.
-        Some(self.fail(error, false))
-    }
-
-    /// Takes the leg out of a connection that is being discarded.
-    pub fn take_leg(&mut self) -> Option<Leg> {
-        match std::mem::replace(&mut self.state, State::Dead) {
-            State::Sending { leg, .. } | State::Receiving { leg, .. } => Some(leg),
-            _ => None,
-        }
-    }
-
-    fn finish_connect(&mut self) -> Option<UpstreamEvent> {
+    fn finish_connect(&mut self) -> Option<OutboundEvent> {
         // mio's recipe: a writable event on a connecting socket means done or failed;
         // `take_error` tells which, and `peer_addr` confirms the connection is real.
         match self.stream.take_error() {
-            Ok(Some(e)) | Err(e) => {
-                return Some(self.fail(UpstreamError::Connect(e.kind()), false));
-            }
+            Ok(Some(e)) | Err(e) => return Some(self.fail(UpstreamError::Connect(e.kind()))),
             Ok(None) => {}
         }
         match self.stream.peer_addr() {
             Ok(_) => {
                 let _ = self.stream.set_nodelay(true);
                 self.state = State::Idle;
-                Some(UpstreamEvent::Connected)
+                Some(OutboundEvent::Connected)
             }
             Err(e) if e.kind() == io::ErrorKind::NotConnected => {
                 // Spurious wake-up: still connecting.
                 self.writable = false;
                 None
             }
-            Err(e) => Some(self.fail(UpstreamError::Connect(e.kind()), false)),
+            Err(e) => Some(self.fail(UpstreamError::Connect(e.kind()))),
         }
     }
 
-    fn send(&mut self) -> Option<UpstreamEvent> {
+    fn send(&mut self) -> Option<OutboundEvent> {
         let State::Sending {
-            leg, head, written, ..
+            request,
+            head,
+            written,
         } = &mut self.state
         else {
             return None;
         };
-        let body: &[u8] = &leg.request.body;
+        let body: &[u8] = &request.body;
         let total = head.len() + body.len();
         for _ in 0..MAX_IO_ROUNDS {
             if *written >= total {
@@ -389,14 +307,14 @@ impl<S: Connecting> Upstream<S> {
                 self.stream.write(&body[*written - head.len()..])
             };
             match result {
-                Ok(0) => return Some(self.fail(UpstreamError::Closed, true)),
+                Ok(0) => return Some(self.fail(UpstreamError::Closed)),
                 Ok(n) => *written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.writable = false;
                     return None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Some(self.fail(UpstreamError::Io(e.kind()), true)),
+                Err(e) => return Some(self.fail(UpstreamError::Io(e.kind()))),
             }
         }
         if *written < total {
@@ -404,20 +322,8 @@ impl<S: Connecting> Upstream<S> {
             // to come back, since no new readiness event will.
             return None;
         }
-        let State::Sending {
-            leg,
-            deadline,
-            timeout,
-            ..
-        } = std::mem::replace(&mut self.state, State::Dead)
-        else {
-            return None;
-        };
         self.state = State::Receiving {
-            leg,
-            deadline,
-            timeout,
-            answer: Answer::Head,
+            reading: Reading::Head,
         };
         // The answer may already be waiting.
         if self.readable {
@@ -426,20 +332,20 @@ impl<S: Connecting> Upstream<S> {
         None
     }
 
-    fn receive(&mut self) -> Option<UpstreamEvent> {
+    fn receive(&mut self) -> Option<OutboundEvent> {
         for _ in 0..MAX_IO_ROUNDS {
             if !self.readable {
                 return None;
             }
-            let State::Receiving { answer, .. } = &mut self.state else {
+            let State::Receiving { reading } = &mut self.state else {
                 return None;
             };
-            let result = match answer {
+            let result = match reading {
                 // Bodies framed by length are read straight into their final buffer.
-                Answer::Length { body, expected, .. } => {
+                Reading::Length { body, expected, .. } => {
                     read_body(&mut self.stream, body, *expected)
                 }
-                Answer::Head | Answer::Framed { .. } => self.input.read_from(&mut self.stream),
+                Reading::Head | Reading::Framed { .. } => self.input.read_from(&mut self.stream),
             };
             let event = match result {
                 Ok(filled) if filled.bytes == 0 => self.on_eof(),
@@ -452,10 +358,7 @@ impl<S: Connecting> Upstream<S> {
                     return None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
-                Err(e) => {
-                    let got_bytes = self.got_answer_bytes();
-                    Some(self.fail(UpstreamError::Io(e.kind()), !got_bytes))
-                }
+                Err(e) => Some(self.fail(UpstreamError::Io(e.kind()))),
             };
             if event.is_some() {
                 return event;
@@ -465,57 +368,56 @@ impl<S: Connecting> Upstream<S> {
     }
 
     /// Bytes arrived on an idle connection: the server closed it (or misbehaves).
-    fn idle_read(&mut self) -> Option<UpstreamEvent> {
+    fn idle_read(&mut self) -> Option<OutboundEvent> {
         match self.input.read_from(&mut self.stream) {
-            Ok(filled) if filled.bytes == 0 => Some(self.fail(UpstreamError::Closed, false)),
-            Ok(_) => Some(self.fail(UpstreamError::BadHead(HeadError::Malformed), false)),
+            Ok(filled) if filled.bytes == 0 => Some(self.fail(UpstreamError::Closed)),
+            Ok(_) => Some(self.fail(UpstreamError::BadHead(HeadError::Malformed))),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.readable = false;
                 None
             }
-            Err(e) => Some(self.fail(UpstreamError::Io(e.kind()), false)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+            Err(e) => Some(self.fail(UpstreamError::Io(e.kind()))),
         }
     }
 
-    fn got_answer_bytes(&self) -> bool {
+    fn answer_started(&self) -> bool {
         match &self.state {
-            State::Receiving { answer, .. } => match answer {
-                Answer::Head => !self.input.is_empty(),
-                Answer::Length { .. } | Answer::Framed { .. } => true,
+            State::Receiving { reading } => match reading {
+                Reading::Head => !self.input.is_empty(),
+                Reading::Length { .. } | Reading::Framed { .. } => true,
             },
             _ => false,
         }
     }
 
-    fn on_eof(&mut self) -> Option<UpstreamEvent> {
+    fn on_eof(&mut self) -> Option<OutboundEvent> {
         if let State::Receiving {
-            answer: Answer::Framed { reader, .. },
-            ..
+            reading: Reading::Framed { reader, .. },
         } = &mut self.state
         {
             if reader.on_eof().is_ok() {
                 return self.complete(false);
             }
         }
-        let got_bytes = self.got_answer_bytes();
-        Some(self.fail(UpstreamError::Closed, !got_bytes))
+        Some(self.fail(UpstreamError::Closed))
     }
 
     /// Moves newly read bytes through the answer's phases.
-    fn on_input(&mut self) -> Option<UpstreamEvent> {
-        let State::Receiving { answer, .. } = &mut self.state else {
+    fn on_input(&mut self) -> Option<OutboundEvent> {
+        let State::Receiving { reading } = &mut self.state else {
             return None;
         };
-        match answer {
-            Answer::Length { body, expected, .. } => {
+        match reading {
+            Reading::Length { body, expected, .. } => {
                 if body.len() >= *expected {
                     // Bytes past the answer would be an unsolicited second answer: don't reuse.
                     return self.complete(self.input.is_empty());
                 }
                 None
             }
-            Answer::Framed { reader, body, .. } => match reader.feed(self.input.bytes(), body) {
-                Err(e) => Some(self.fail(UpstreamError::BadBody(e), false)),
+            Reading::Framed { reader, body, .. } => match reader.feed(self.input.bytes(), body) {
+                Err(e) => Some(self.fail(UpstreamError::BadBody(e))),
                 Ok(progress) => {
                     self.input.consume(progress.consumed);
                     if progress.done {
@@ -524,28 +426,28 @@ impl<S: Connecting> Upstream<S> {
                     None
                 }
             },
-            Answer::Head => self.on_head_bytes(),
+            Reading::Head => self.on_head_bytes(),
         }
     }
 
     /// Parses the head once complete and moves any body bytes after it to the body phase.
-    fn on_head_bytes(&mut self) -> Option<UpstreamEvent> {
+    fn on_head_bytes(&mut self) -> Option<OutboundEvent> {
         let head = loop {
             match parse_response_head(self.input.bytes(), self.max_head_bytes) {
                 Ok(None) => return None,
-                Err(e) => return Some(self.fail(UpstreamError::BadHead(e), false)),
+                Err(e) => return Some(self.fail(UpstreamError::BadHead(e))),
                 // `100 Continue` and friends precede the real answer.
                 Ok(Some(head)) if head.is_interim() => self.input.consume(head.head_bytes),
                 Ok(Some(head)) => break head,
             }
         };
         self.input.consume(head.head_bytes);
-        let State::Receiving { answer, .. } = &mut self.state else {
+        let State::Receiving { reading } = &mut self.state else {
             return None;
         };
         match head.framing {
             Framing::Length(n) if n > self.max_body_bytes as u64 => {
-                Some(self.fail(UpstreamError::BadBody(BodyError::TooLarge), false))
+                Some(self.fail(UpstreamError::BadBody(BodyError::TooLarge)))
             }
             Framing::Length(n) => {
                 // Bounded by max_body_bytes just above, so the cast is exact.
@@ -554,7 +456,7 @@ impl<S: Connecting> Upstream<S> {
                 let mut body = Vec::with_capacity(expected.min(MAX_BODY_RESERVATION_BYTES));
                 body.extend_from_slice(&self.input.bytes()[..take]);
                 self.input.consume(take);
-                *answer = Answer::Length {
+                *reading = Reading::Length {
                     head,
                     body,
                     expected,
@@ -562,7 +464,7 @@ impl<S: Connecting> Upstream<S> {
                 self.on_input()
             }
             framing => {
-                *answer = Answer::Framed {
+                *reading = Reading::Framed {
                     head,
                     reader: BodyReader::new(framing, self.max_body_bytes),
                     body: Vec::new(),
@@ -572,22 +474,19 @@ impl<S: Connecting> Upstream<S> {
         }
     }
 
-    fn complete(&mut self, keep_alive: bool) -> Option<UpstreamEvent> {
-        let State::Receiving { leg, answer, .. } = std::mem::replace(&mut self.state, State::Dead)
-        else {
+    fn complete(&mut self, keep_alive: bool) -> Option<OutboundEvent> {
+        let State::Receiving { reading } = std::mem::replace(&mut self.state, State::Dead) else {
             return None;
         };
-        let (head, body) = match answer {
-            Answer::Length { head, body, .. } | Answer::Framed { head, body, .. } => (head, body),
-            Answer::Head => return None,
+        let (head, body) = match reading {
+            Reading::Length { head, body, .. } | Reading::Framed { head, body, .. } => (head, body),
+            Reading::Head => return None,
         };
         let keep_alive = keep_alive && head.keep_alive;
-        self.served += 1;
         if keep_alive {
             self.state = State::Idle;
         }
-        Some(UpstreamEvent::Answered {
-            leg,
+        Some(OutboundEvent::Answered {
             response: Response {
                 status: head.status,
                 content_type: head.content_type,
@@ -597,12 +496,12 @@ impl<S: Connecting> Upstream<S> {
         })
     }
 
-    fn fail(&mut self, error: UpstreamError, before_answer: bool) -> UpstreamEvent {
-        let leg = self.take_leg();
-        UpstreamEvent::Failed {
-            retryable: before_answer && self.served > 0 && leg.is_some(),
-            leg,
+    fn fail(&mut self, error: UpstreamError) -> OutboundEvent {
+        let answer_started = self.answer_started();
+        self.state = State::Dead;
+        OutboundEvent::Failed {
             error,
+            answer_started,
         }
     }
 }
@@ -610,11 +509,11 @@ impl<S: Connecting> Upstream<S> {
 #[cfg(test)]
 mod tests {
     use std::rc::Rc;
+    use std::time::Instant;
 
     use super::*;
     use crate::engine::Method;
     use crate::net::MemoryStream;
-    use crate::request::Request;
 
     impl Connecting for MemoryStream {
         fn take_error(&self) -> io::Result<Option<io::Error>> {
@@ -632,63 +531,60 @@ mod tests {
         }
     }
 
-    const TIMEOUT: Duration = Duration::from_secs(8);
     const MAX_BODY: usize = 8 << 20;
 
-    fn leg(body: &[u8]) -> Leg {
-        Leg::new(
-            Rc::new(Request {
-                body: body.into(),
-                call: None,
-                method: Method::NewPayload(4),
-                authorization: None,
-                beacon: Rc::from("bn"),
-                via: None,
-                received_at: Instant::now(),
-            }),
-            None,
-        )
+    fn request(body: &[u8]) -> Rc<Request> {
+        Rc::new(Request {
+            body: body.into(),
+            call: None,
+            method: Method::NewPayload(4),
+            authorization: None,
+            beacon: Rc::from("bn"),
+            via: None,
+            received_at: Instant::now(),
+        })
     }
 
-    /// A connection that finished its connect and carries `body`, now waiting for the answer.
-    fn sent(body: &[u8], now: Instant) -> Upstream<MemoryStream> {
-        let mut connection = Upstream::with_stream(
-            MemoryStream::default(),
-            0,
-            Lane::State,
-            now,
-            16 * 1024,
-            MAX_BODY,
-        );
+    fn connected(stream: MemoryStream) -> Outbound<MemoryStream> {
+        let mut connection = Outbound::with_stream(stream, 16 * 1024, MAX_BODY);
         connection.on_ready(false, true);
-        assert!(matches!(connection.drive(), Some(UpstreamEvent::Connected)));
-        connection.start(leg(body), b"POST / HTTP/1.1\r\n\r\n".to_vec(), now, TIMEOUT);
+        assert!(matches!(connection.drive(), Some(OutboundEvent::Connected)));
+        connection
+    }
+
+    /// A connection that finished its connect and sent `body`, now waiting for the answer.
+    fn sent(body: &[u8]) -> Outbound<MemoryStream> {
+        let mut connection = connected(MemoryStream::default());
+        connection.start(request(body), b"POST / HTTP/1.1\r\n\r\n".to_vec());
         assert!(connection.drive().is_none(), "sent, nothing to read yet");
         connection
     }
 
     /// A connection that served one answer and now carries a second request.
-    fn reused(now: Instant) -> Upstream<MemoryStream> {
-        let mut connection = sent(b"{}", now);
-        arrive(
-            &mut connection,
-            &[b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"],
-        );
+    fn reused() -> Outbound<MemoryStream> {
+        let mut connection = sent(b"{}");
+        arrive(&mut connection, &[b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]);
         answered(drive(&mut connection).0);
-        connection.start(leg(b"{}"), b"H\r\n\r\n".to_vec(), now, TIMEOUT);
+        connection.start(request(b"{}"), b"H\r\n\r\n".to_vec());
         connection
     }
 
-    /// Makes `bytes` arrive, as a readiness event announces them.
-    fn arrive(connection: &mut Upstream<MemoryStream>, chunks: &[&[u8]]) {
+    /// Makes `chunks` arrive, as a readiness event announces them.
+    fn arrive(connection: &mut Outbound<MemoryStream>, chunks: &[&[u8]]) {
         for chunk in chunks {
             connection.stream_mut().incoming.push_back(chunk.to_vec());
         }
         connection.on_ready(true, false);
     }
 
+    /// The peer closes its side, which comes with its own readiness event (a hang-up).
+    fn hang_up(connection: &mut Outbound<MemoryStream>) {
+        connection.stream_mut().closed = true;
+        connection.on_hangup();
+    }
+
     /// Drives until an event, as the loop does: again only while readiness is left.
-    fn drive(connection: &mut Upstream<MemoryStream>) -> (Option<UpstreamEvent>, usize) {
+    fn drive(connection: &mut Outbound<MemoryStream>) -> (Option<OutboundEvent>, usize) {
         for rounds in 1..1000 {
             if let Some(event) = connection.drive() {
                 return (Some(event), rounds);
@@ -700,22 +596,22 @@ mod tests {
         (None, 1000)
     }
 
-    fn answered(event: Option<UpstreamEvent>) -> (Response, bool) {
+    fn answered(event: Option<OutboundEvent>) -> (Response, bool) {
         match event {
-            Some(UpstreamEvent::Answered {
+            Some(OutboundEvent::Answered {
                 response,
                 keep_alive,
-                ..
             }) => (response, keep_alive),
             other => panic!("expected an answer, got {other:?}"),
         }
     }
 
-    fn failed(event: Option<UpstreamEvent>) -> (UpstreamError, bool) {
+    fn failed(event: Option<OutboundEvent>) -> (UpstreamError, bool) {
         match event {
-            Some(UpstreamEvent::Failed {
-                error, retryable, ..
-            }) => (error, retryable),
+            Some(OutboundEvent::Failed {
+                error,
+                answer_started,
+            }) => (error, answer_started),
             other => panic!("expected a failure, got {other:?}"),
         }
     }
@@ -732,45 +628,33 @@ mod tests {
     }
 
     #[test]
-    fn connecting_refused_fails_not_retryable() {
-        let now = Instant::now();
-        let wire = MemoryStream {
+    fn connecting_refused_fails() {
+        let stream = MemoryStream {
             refused: true,
             ..MemoryStream::default()
         };
-        let mut connection = Upstream::with_stream(wire, 0, Lane::State, now, 1024, MAX_BODY);
+        let mut connection = Outbound::with_stream(stream, 1024, MAX_BODY);
         connection.on_ready(false, true);
-        let (error, retryable) = failed(connection.drive());
-        assert_eq!(
-            error,
-            UpstreamError::Connect(io::ErrorKind::ConnectionRefused)
-        );
-        assert!(!retryable);
+        let (error, started) = failed(connection.drive());
+        assert_eq!(error, UpstreamError::Connect(io::ErrorKind::ConnectionRefused));
+        assert!(!started);
+        assert!(connection.is_dead());
     }
 
     #[test]
-    fn connecting_past_deadline_times_out() {
-        let now = Instant::now();
-        let mut connection =
-            Upstream::with_stream(MemoryStream::default(), 0, Lane::State, now, 1024, MAX_BODY);
-        assert!(
-            connection
-                .on_timeout(now - Duration::from_millis(1))
-                .is_none()
-        );
-        let (error, _) = failed(connection.on_timeout(now));
-        assert_eq!(error, UpstreamError::ConnectTimeout);
+    fn connecting_without_writable_waits() {
+        let mut connection = Outbound::with_stream(MemoryStream::default(), 1024, MAX_BODY);
+        assert!(connection.drive().is_none());
+        assert!(!connection.wants_service());
     }
 
     #[test]
     fn sending_writes_head_then_body_across_partial_writes() {
-        let now = Instant::now();
-        let mut connection =
-            Upstream::with_stream(MemoryStream::default(), 0, Lane::State, now, 1024, MAX_BODY);
-        connection.stream_mut().window = 3;
-        connection.on_ready(false, true);
-        connection.drive();
-        connection.start(leg(b"{\"a\":1}"), b"HEAD\r\n\r\n".to_vec(), now, TIMEOUT);
+        let mut connection = connected(MemoryStream {
+            window: 3,
+            ..MemoryStream::default()
+        });
+        connection.start(request(b"{\"a\":1}"), b"HEAD\r\n\r\n".to_vec());
         let (event, _) = drive(&mut connection);
         assert!(event.is_none());
         assert_eq!(connection.stream_mut().written, b"HEAD\r\n\r\n{\"a\":1}");
@@ -778,19 +662,14 @@ mod tests {
 
     #[test]
     fn sending_beyond_one_write_budget_wants_service_until_sent() {
-        let now = Instant::now();
-        let mut connection =
-            Upstream::with_stream(MemoryStream::default(), 0, Lane::State, now, 1024, MAX_BODY);
-        connection.stream_mut().window = 1024;
-        connection.on_ready(false, true);
-        connection.drive();
+        let mut connection = connected(MemoryStream {
+            window: 1024,
+            ..MemoryStream::default()
+        });
         let body = vec![b'x'; 200 * 1024];
-        connection.start(leg(&body), b"H\r\n\r\n".to_vec(), now, TIMEOUT);
+        connection.start(request(&body), b"H\r\n\r\n".to_vec());
         assert!(connection.drive().is_none());
-        assert!(
-            connection.wants_service(),
-            "writable, budget spent, body not all out"
-        );
+        assert!(connection.wants_service(), "writable, budget spent, body not all out");
         let (event, rounds) = drive(&mut connection);
         assert!(event.is_none());
         assert!(rounds > 1);
@@ -801,8 +680,7 @@ mod tests {
     fn receiving_length_answer_split_anywhere_completes_once() {
         let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
         for cut in 1..answer.len() {
-            let now = Instant::now();
-            let mut connection = sent(b"{}", now);
+            let mut connection = sent(b"{}");
             arrive(&mut connection, &[&answer[..cut]]);
             assert!(drive(&mut connection).0.is_none(), "cut {cut}");
             arrive(&mut connection, &[&answer[cut..]]);
@@ -820,18 +698,11 @@ mod tests {
         for size in [4096, 32 * 1024] {
             let body = vec![b'b'; 2_000_000];
             let message = chunked(&body, size);
-            let now = Instant::now();
-            let mut connection = sent(b"{}", now);
+            let mut connection = sent(b"{}");
             let pieces: Vec<&[u8]> = message.chunks(16 * 1024).collect();
             arrive(&mut connection, &pieces);
-            assert!(
-                connection.drive().is_none(),
-                "one budget does not reach the end"
-            );
-            assert!(
-                connection.wants_service(),
-                "bytes left that no edge announces"
-            );
+            assert!(connection.drive().is_none(), "one budget does not reach the end");
+            assert!(connection.wants_service(), "bytes left that no edge announces");
             let (response, keep_alive) = answered(drive(&mut connection).0);
             assert_eq!(response.body, body);
             assert!(keep_alive);
@@ -843,22 +714,19 @@ mod tests {
         let body = vec![b'c'; 2_000_000];
         let mut message = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
         message.extend_from_slice(&body);
-        let now = Instant::now();
-        let mut connection = sent(b"{}", now);
+        let mut connection = sent(b"{}");
         let pieces: Vec<&[u8]> = message.chunks(16 * 1024).collect();
         arrive(&mut connection, &pieces);
-        // The end of the stream comes with its own readiness event (a hang-up).
-        connection.stream_mut().closed = true;
-        connection.on_hangup();
+        hang_up(&mut connection);
         let (response, keep_alive) = answered(drive(&mut connection).0);
         assert_eq!(response.body, body);
         assert!(!keep_alive, "the end of the stream ended the answer");
+        assert!(connection.is_dead());
     }
 
     #[test]
     fn receiving_interim_100_is_skipped() {
-        let now = Instant::now();
-        let mut connection = sent(b"{}", now);
+        let mut connection = sent(b"{}");
         arrive(
             &mut connection,
             &[b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
@@ -870,91 +738,50 @@ mod tests {
 
     #[test]
     fn receiving_declared_body_over_limit_fails() {
-        let now = Instant::now();
-        let mut connection = sent(b"{}", now);
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
-            MAX_BODY + 1
-        );
+        let mut connection = sent(b"{}");
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1);
         arrive(&mut connection, &[head.as_bytes()]);
-        let (error, retryable) = failed(drive(&mut connection).0);
+        let (error, _) = failed(drive(&mut connection).0);
         assert_eq!(error, UpstreamError::BadBody(BodyError::TooLarge));
-        assert!(!retryable);
     }
 
     #[test]
-    fn receiving_past_deadline_fails_and_is_never_reused() {
-        let now = Instant::now();
-        let mut connection = sent(b"{}", now);
-        assert!(connection.on_timeout(now + TIMEOUT / 2).is_none());
-        let (error, retryable) = failed(connection.on_timeout(now + TIMEOUT));
-        assert_eq!(error, UpstreamError::Timeout(TIMEOUT));
-        assert!(!retryable);
-        assert!(connection.is_dead());
-    }
-
-    #[test]
-    fn reused_connection_closed_before_answer_is_retryable() {
-        let now = Instant::now();
-        let mut connection = reused(now);
-        connection.stream_mut().closed = true;
+    fn receiving_closed_before_any_answer_byte_says_so() {
+        let mut connection = reused();
+        hang_up(&mut connection);
         connection.on_ready(true, true);
-        let (error, retryable) = failed(drive(&mut connection).0);
+        let (error, started) = failed(drive(&mut connection).0);
         assert_eq!(error, UpstreamError::Closed);
-        assert!(
-            retryable,
-            "served one answer, failed before any byte of the next"
-        );
+        assert!(!started, "nothing of an answer came: sending again is safe");
     }
 
     #[test]
-    fn fresh_connection_closed_before_answer_is_not_retryable() {
-        let now = Instant::now();
-        let mut connection = sent(b"{}", now);
-        connection.stream_mut().closed = true;
-        connection.on_ready(true, false);
-        let (error, retryable) = failed(drive(&mut connection).0);
-        assert_eq!(error, UpstreamError::Closed);
-        assert!(!retryable);
-    }
-
-    #[test]
-    fn closed_mid_answer_is_not_retryable() {
-        let now = Instant::now();
-        let mut connection = reused(now);
+    fn receiving_closed_mid_answer_says_the_answer_started() {
+        let mut connection = reused();
         arrive(
             &mut connection,
             &[b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\npart"],
         );
-        connection.stream_mut().closed = true;
-        connection.on_hangup();
-        let (error, retryable) = failed(drive(&mut connection).0);
+        hang_up(&mut connection);
+        let (error, started) = failed(drive(&mut connection).0);
         assert_eq!(error, UpstreamError::Closed);
-        assert!(
-            !retryable,
-            "answer bytes came: the request may have been executed"
-        );
+        assert!(started, "answer bytes came: the request may have been executed");
     }
 
     #[test]
     fn idle_connection_closed_by_server_fails_closed() {
-        let now = Instant::now();
-        let mut connection = sent(b"{}", now);
-        arrive(
-            &mut connection,
-            &[b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"],
-        );
+        let mut connection = sent(b"{}");
+        arrive(&mut connection, &[b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]);
         answered(drive(&mut connection).0);
-        connection.stream_mut().closed = true;
-        connection.on_ready(true, false);
-        let (error, _) = failed(drive(&mut connection).0);
+        hang_up(&mut connection);
+        let (error, started) = failed(drive(&mut connection).0);
         assert_eq!(error, UpstreamError::Closed);
+        assert!(!started);
     }
 
     #[test]
     fn bytes_after_answer_forbid_reuse() {
-        let now = Instant::now();
-        let mut connection = sent(b"{}", now);
+        let mut connection = sent(b"{}");
         arrive(
             &mut connection,
             &[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n"],

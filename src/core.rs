@@ -1,0 +1,522 @@
+//! Every decision of the proxy, and no I/O: which upstreams get a request, in which lane and
+//! order, what a beacon node is answered and when, when an upstream is healthy, when a request is
+//! retried or an upstream caught up, and when a connection is opened or closed.
+//!
+//! The [`Core`] is a sans-IO state machine in the style of quinn-proto: the event loop feeds it
+//! inputs stamped with the loop's [`Clock`] ([`Core::handle_request`],
+//! [`Core::handle_link_event`], [`Core::handle_timeout`], [`Core::begin_shutdown`]) and drains
+//! its [`Output`]s ([`Core::poll_output`]): answer this beacon-node request, open a connection,
+//! send this request on that connection, close that one. [`Core::poll_timeout`] says when it next
+//! needs [`Core::handle_timeout`]. It never sees a socket and never reads the clock, so the
+//! simulator (`crate::sim`) drives it through millions of slots deterministically.
+//!
+//! Upstream connections are known here only as [`LinkId`]s; the loop maps them to sockets. The
+//! upstream side (queues, links, health, catch-up) lives in the child module `delivery`.
+//! `ARCHITECTURE.md` draws the data flow.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use log::{debug, info, warn};
+
+use crate::config::Config;
+use crate::engine::Lane;
+use crate::exchange::{Answer, Exchange, LegFailure, ReplyTo};
+use crate::execution_client::ExecutionClient;
+use crate::handler::{self, Action, Context, Endpoint};
+use crate::inbound::ParsedRequest;
+use crate::metrics::Metrics;
+use crate::outbound::{OutboundEvent, Response};
+use crate::request::{ExchangeId, IdMap, Leg, Request};
+use crate::router::{Router, UpstreamView};
+use crate::rpc::Hash32;
+use crate::status;
+use crate::time::Clock;
+
+mod delivery;
+
+/// Names an upstream connection between the core and the event loop. Never reused, so an event
+/// about a connection the core already closed cannot be taken for another.
+pub type LinkId = u64;
+
+/// Something the event loop must do.
+#[derive(Debug)]
+pub enum Output {
+    /// Answer a beacon-node request.
+    Answer {
+        /// Which request, on which connection.
+        to: ReplyTo,
+        /// The answer.
+        answer: Answer,
+    },
+    /// Open a connection to `addr`; report it as `link`.
+    Connect {
+        /// The new connection's id.
+        link: LinkId,
+        /// Where to connect.
+        addr: SocketAddr,
+    },
+    /// Send `request` with `head` on the idle connection `link`.
+    Send {
+        /// The connection.
+        link: LinkId,
+        /// The HTTP head, with a token signed for this send.
+        head: Vec<u8>,
+        /// The request; its body is shared with every other upstream's copy.
+        request: Rc<Request>,
+    },
+    /// Close the connection `link` (timed out, or shutting down); report nothing more of it.
+    Close {
+        /// The connection.
+        link: LinkId,
+    },
+}
+
+/// What the loop reports of an upstream connection: the connection's own events. After
+/// `Failed`, or `Answered` without keep-alive, the connection is dead and the loop drops it.
+pub type LinkEvent = OutboundEvent;
+
+/// A timer the core set: an exchange's answer deadline or a link's connect or request deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Exchange(ExchangeId),
+    Link(LinkId),
+}
+
+/// Copies of a block waiting for an upstream's verdict, by (upstream, block hash): each the
+/// waiting exchange and its request's id.
+type BlockWaiters = HashMap<(usize, Hash32), Vec<(ExchangeId, Box<[u8]>)>>;
+
+/// All state of the proxy's decisions.
+#[derive(Debug)]
+pub struct Core {
+    config: Config,
+    upstreams: Vec<ExecutionClient>,
+    /// Upstream URLs by index, for error messages.
+    names: Rc<[Box<str>]>,
+    links: IdMap<delivery::Link>,
+    next_link: LinkId,
+    exchanges: IdMap<Exchange>,
+    next_exchange: ExchangeId,
+    /// Copies of a block waiting for an upstream's verdict on it; emptied when that delivery
+    /// settles, bounded by the exchanges.
+    block_waiters: BlockWaiters,
+    /// Deadlines of exchanges and links, soonest first. An entry whose exchange is answered or
+    /// whose link moved on is skipped when it comes up.
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    router: Router,
+    metrics: Metrics,
+    open_connections: usize,
+    shutdown_deadline: Option<Instant>,
+    outputs: VecDeque<Output>,
+}
+
+impl Core {
+    /// A core for `config` at `now`: nothing connected yet, a health probe due for every
+    /// upstream.
+    pub fn new(config: Config, now: Instant) -> Core {
+        let upstreams: Vec<ExecutionClient> = config
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| ExecutionClient::new(i, u.clone(), Rc::from(&*config.instance), now))
+            .collect();
+        let names: Rc<[Box<str>]> = upstreams.iter().map(|u| u.config.url.clone()).collect();
+        let router = Router::new(
+            config.ack,
+            config.chain,
+            config.tracker,
+            upstreams.len(),
+            config.catch_up_max_bytes,
+        );
+        Core {
+            upstreams,
+            names,
+            links: IdMap::default(),
+            next_link: 0,
+            exchanges: IdMap::default(),
+            next_exchange: 0,
+            block_waiters: HashMap::new(),
+            timers: BinaryHeap::new(),
+            router,
+            metrics: Metrics::new(now),
+            open_connections: 0,
+            shutdown_deadline: None,
+            outputs: VecDeque::new(),
+            config,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The upstreams, in configured order.
+    pub fn upstreams(&self) -> &[ExecutionClient] {
+        &self.upstreams
+    }
+
+    /// The forwarding table and beacon tracking.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Requests waiting for their answer.
+    pub fn exchanges_in_flight(&self) -> usize {
+        self.exchanges.len()
+    }
+
+    /// Upstream connections open or opening.
+    pub fn links(&self) -> usize {
+        self.links.len()
+    }
+
+    /// The next thing the loop must do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Core::handle_timeout`] is next needed.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.drop_stale_timers();
+        let timers = self.timers.peek().map(|Reverse((at, _))| *at);
+        let probing = self.shutdown_deadline.is_none();
+        let probes = self
+            .upstreams
+            .iter()
+            .filter(|_| probing)
+            .filter_map(ExecutionClient::probe_deadline);
+        let drop_logs = self
+            .upstreams
+            .iter()
+            .filter_map(ExecutionClient::drop_log_deadline);
+        timers
+            .into_iter()
+            .chain(probes)
+            .chain(drop_logs)
+            .chain(self.router.deadline())
+            .chain(self.shutdown_deadline)
+            .min()
+    }
+
+    /// A beacon-node connection was accepted.
+    pub fn on_connection_opened(&mut self) {
+        self.open_connections += 1;
+        self.metrics.connections_accepted += 1;
+    }
+
+    /// A beacon-node connection was closed.
+    pub fn on_connection_closed(&mut self) {
+        self.open_connections = self.open_connections.saturating_sub(1);
+    }
+
+    /// A connection was refused at the connection limit.
+    pub fn on_connection_refused(&mut self) {
+        self.metrics.connections_refused += 1;
+    }
+
+    /// A complete request arrived from `peer`; its answer goes to `to`.
+    pub fn handle_request(
+        &mut self,
+        to: ReplyTo,
+        parsed: ParsedRequest,
+        peer: SocketAddr,
+        clock: Clock,
+    ) {
+        let views: Vec<UpstreamView> = self
+            .upstreams
+            .iter()
+            .map(|u| UpstreamView {
+                is_proxy: u.is_proxy(),
+                available: u.is_available(),
+            })
+            .collect();
+        let mut context = Context {
+            config: &self.config,
+            router: &mut self.router,
+            metrics: &mut self.metrics,
+            upstreams: &views,
+        };
+        match handler::handle(&mut context, parsed, peer, clock) {
+            Action::Answer(answer) => self.answer(to, answer, clock.now),
+            Action::Endpoint(endpoint) => {
+                let answer = self.render(endpoint, clock.now);
+                self.answer(to, answer, clock.now);
+            }
+            Action::Forward {
+                request,
+                targets,
+                local,
+                order,
+                policy,
+                awaiting,
+            } => {
+                let exchange = match local {
+                    Some(answer) => {
+                        self.answer(to, answer, clock.now);
+                        None
+                    }
+                    None => {
+                        let id = self.next_exchange;
+                        self.next_exchange += 1;
+                        let call_id: &[u8] = request.call.as_ref().map_or(b"null", |c| &c.id);
+                        let deadline = clock.now + self.config.timeout_for(request.method);
+                        self.exchanges.insert(
+                            id,
+                            Exchange::new(
+                                to,
+                                policy,
+                                call_id,
+                                request.method,
+                                order,
+                                Rc::clone(&self.names),
+                                deadline,
+                            ),
+                        );
+                        self.timers.push(Reverse((deadline, Timer::Exchange(id))));
+                        if let Some(block) = awaiting {
+                            self.block_waiters
+                                .entry(block)
+                                .or_default()
+                                .push((id, call_id.into()));
+                        }
+                        Some(id)
+                    }
+                };
+                let forwarded = targets
+                    .iter()
+                    .any(|i| self.upstreams.get(i).is_some_and(|u| !u.is_proxy()));
+                self.router.remember(&request, forwarded);
+                self.dispatch(&request, targets, exchange, clock);
+                if let Some(id) = exchange {
+                    self.try_decide(id, clock.now);
+                }
+            }
+        }
+    }
+
+    /// Something happened on upstream connection `link`.
+    pub fn handle_link_event(&mut self, link: LinkId, event: LinkEvent, clock: Clock) {
+        self.on_link_event(link, event, clock);
+    }
+
+    /// Time passed: timers due at `clock.now` fire.
+    pub fn handle_timeout(&mut self, clock: Clock) {
+        let now = clock.now;
+        while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Exchange(id) => {
+                    if let Some(mut exchange) = self.exchanges.remove(&id) {
+                        let answer = exchange.on_timeout();
+                        debug!("exchange {id} timed out; answering {}", answer.status);
+                        self.answer(exchange.reply_to, answer, now);
+                    }
+                }
+                Timer::Link(link) => self.on_link_deadline(link, at, clock),
+            }
+        }
+        if let Some(switch) = self.router.on_timeout(now, clock.unix_secs) {
+            info!("following beacon: {switch}");
+        }
+        for upstream in &mut self.upstreams {
+            if let Some(count) = upstream.flush_drops(now) {
+                warn!(
+                    "{}: queue full, dropped {count} more request(s) in the last second",
+                    upstream.config.url
+                );
+            }
+        }
+        if self.shutdown_deadline.is_none() {
+            for index in 0..self.upstreams.len() {
+                if self.upstreams[index].probe_if_due(now) {
+                    self.pump(index, Lane::Read, clock);
+                }
+            }
+        }
+        if self.shutdown_deadline.is_some_and(|deadline| now >= deadline) {
+            self.give_up(now);
+        }
+    }
+
+    /// Stop probing and start the grace period; queued requests are still delivered.
+    pub fn begin_shutdown(&mut self, clock: Clock) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        info!(
+            "shutting down: not accepting, delivering {} queued requests within {} ms",
+            self.queued_requests(),
+            self.config.shutdown_grace.as_millis()
+        );
+        self.shutdown_deadline = Some(clock.now + self.config.shutdown_grace);
+    }
+
+    /// When the grace period ends, once shutting down.
+    pub fn shutdown_deadline(&self) -> Option<Instant> {
+        self.shutdown_deadline
+    }
+
+    /// Ends the grace period at once (a second signal).
+    pub fn hurry_shutdown(&mut self, now: Instant) {
+        self.shutdown_deadline = Some(now);
+    }
+
+    /// Shutting down, and either nothing is left to deliver or the grace period is over.
+    pub fn is_done(&self, now: Instant) -> bool {
+        let Some(deadline) = self.shutdown_deadline else {
+            return false;
+        };
+        if now >= deadline {
+            return true;
+        }
+        let idle = self
+            .links
+            .values()
+            .all(|link| link.leg().is_none_or(|leg| leg.probe));
+        self.queued_requests() == 0 && idle && self.exchanges.is_empty()
+    }
+
+    /// Requests queued at all upstreams, not yet sent.
+    pub fn queued_requests(&self) -> usize {
+        self.upstreams
+            .iter()
+            .map(|u| u.lane(Lane::State).len() + u.lane(Lane::Read).len())
+            .sum()
+    }
+
+    /// The grace period is over: every beacon node still waiting is answered now.
+    fn give_up(&mut self, now: Instant) {
+        let left = self.queued_requests();
+        if left > 0 {
+            warn!("grace period over: {left} queued requests not delivered");
+        }
+        let mut waiting: Vec<ExchangeId> = self.exchanges.keys().copied().collect();
+        waiting.sort_unstable();
+        for id in waiting {
+            if let Some(mut exchange) = self.exchanges.remove(&id) {
+                let answer = exchange.on_timeout();
+                self.answer(exchange.reply_to, answer, now);
+            }
+        }
+    }
+
+    fn render(&self, endpoint: Endpoint, now: Instant) -> Answer {
+        match endpoint {
+            Endpoint::Health => {
+                let reachable = self
+                    .upstreams
+                    .iter()
+                    .filter(|u| !u.is_proxy() && u.is_up())
+                    .count();
+                let status = if reachable > 0 { 200 } else { 503 };
+                let body = serde_json::json!({
+                    "healthy": reachable > 0,
+                    "reachable_execution_clients": reachable,
+                });
+                Answer::json(status, body.to_string().into_bytes())
+            }
+            Endpoint::Status => Answer::json(
+                200,
+                status::render(
+                    &self.config,
+                    now,
+                    &self.upstreams,
+                    self.router.tracker(),
+                    self.shutdown_deadline.is_some(),
+                ),
+            ),
+            Endpoint::Metrics => Answer {
+                status: 200,
+                content_type: "text/plain; version=0.0.4".into(),
+                body: self
+                    .metrics
+                    .render(
+                        now,
+                        &self.upstreams,
+                        self.router.tracker(),
+                        self.open_connections,
+                        self.exchanges.len(),
+                    )
+                    .into_bytes(),
+            },
+        }
+    }
+
+    /// Gives an exchange one upstream's outcome and answers the beacon node if that decides it.
+    /// Recording and deciding are one step, so no outcome can leave a beacon node waiting.
+    fn report(
+        &mut self,
+        id: ExchangeId,
+        index: usize,
+        outcome: Result<Response, LegFailure>,
+        now: Instant,
+    ) {
+        let Some(exchange) = self.exchanges.get_mut(&id) else {
+            return;
+        };
+        match outcome {
+            Ok(response) => exchange.on_answer(index, response),
+            Err(failure) => exchange.on_failure(index, failure),
+        }
+        self.try_decide(id, now);
+    }
+
+    fn try_decide(&mut self, id: ExchangeId, now: Instant) {
+        let Some(exchange) = self.exchanges.get_mut(&id) else {
+            return;
+        };
+        let Some(answer) = exchange.decide() else {
+            return;
+        };
+        let to = exchange.reply_to;
+        self.exchanges.remove(&id);
+        self.answer(to, answer, now);
+    }
+
+    /// Counts an answer and hands it to the loop.
+    fn answer(&mut self, to: ReplyTo, answer: Answer, now: Instant) {
+        let latency = now.saturating_duration_since(to.received_at);
+        self.metrics.on_answer(answer.status, latency);
+        self.outputs.push_back(Output::Answer { to, answer });
+    }
+
+    /// Timers left behind by exchanges already answered and links already gone or moved on.
+    fn drop_stale_timers(&mut self) {
+        while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
+            let live = match timer {
+                Timer::Exchange(id) => self.exchanges.contains_key(&id),
+                Timer::Link(link) => self
+                    .links
+                    .get(&link)
+                    .is_some_and(|l| l.deadline() == Some(at)),
+            };
+            if live {
+                return;
+            }
+            self.timers.pop();
+        }
+    }
+}
+
+/// A leg, by the link carrying it.
+impl delivery::Link {
+    fn leg(&self) -> Option<&Leg> {
+        match &self.phase {
+            delivery::Phase::Busy { leg, .. } => Some(leg),
+            delivery::Phase::Connecting { .. } | delivery::Phase::Idle => None,
+        }
+    }
+}

@@ -1,0 +1,488 @@
+//! The upstream side of the core: queueing each request's legs at its upstreams, the links
+//! (connections as the core sees them) that carry them, and settling each leg's outcome (router
+//! memory, then the waiting exchange). Health changes, retries, timeouts and catch-up are
+//! decided here.
+//!
+//! A child module of [`crate::core`], so it works on the same `Core` state; request admission
+//! and answers stay in the parent.
+
+use std::cmp::Reverse;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, trace, warn};
+
+use super::{Core, LinkEvent, LinkId, Output, Timer};
+use crate::engine::{Lane, Method};
+use crate::exchange::LegFailure;
+use crate::execution_client::{Eviction, ExecutionClient};
+use crate::outbound::{Response, UpstreamError};
+use crate::request::{ExchangeId, Leg, Request};
+use crate::router::UpstreamSet;
+use crate::rpc::{self, Call};
+use crate::time::Clock;
+
+/// A request sent on a reused connection that failed before any answer byte is sent once more
+/// on a fresh one (every Engine API call is idempotent); a second failure is the upstream's.
+const MAX_ATTEMPTS: u8 = 2;
+
+/// An upstream connection as the core knows it.
+#[derive(Debug)]
+pub(super) struct Link {
+    /// Index of the upstream.
+    pub(super) upstream: usize,
+    /// The lane it serves.
+    pub(super) lane: Lane,
+    /// Answers completed on it; a failure before any answer byte on a connection that served
+    /// one is a stale keep-alive connection, not a sign of a dead upstream.
+    served: u64,
+    pub(super) phase: Phase,
+}
+
+/// What a link is doing.
+#[derive(Debug)]
+pub(super) enum Phase {
+    /// The TCP connect is under way.
+    Connecting { deadline: Instant },
+    /// Connected, nothing in flight.
+    Idle,
+    /// Carrying `leg`, which must be answered by `deadline`.
+    Busy {
+        leg: Leg,
+        deadline: Instant,
+        timeout: Duration,
+    },
+}
+
+impl Link {
+    /// When the phase in progress times out.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Connecting { deadline } | Phase::Busy { deadline, .. } => Some(deadline),
+            Phase::Idle => None,
+        }
+    }
+
+    fn take_leg(&mut self) -> Option<Leg> {
+        match std::mem::replace(&mut self.phase, Phase::Idle) {
+            Phase::Busy { leg, .. } => Some(leg),
+            Phase::Connecting { .. } | Phase::Idle => None,
+        }
+    }
+}
+
+impl Core {
+    /// Queues a leg of `request` at every target and starts whatever can be sent.
+    pub(super) fn dispatch(
+        &mut self,
+        request: &Rc<Request>,
+        targets: UpstreamSet,
+        exchange: Option<ExchangeId>,
+        clock: Clock,
+    ) {
+        let lane = request.lane();
+        for index in targets.iter() {
+            let Some(upstream) = self.upstreams.get_mut(index) else {
+                continue;
+            };
+            let mut leg = Leg::new(Rc::clone(request), exchange);
+            if !upstream.is_available() {
+                // Beacon nodes waiting on it are answered at once; state-changing calls stay
+                // queued for when it returns, reads are pointless later.
+                leg.reported = true;
+                if let Some(id) = exchange {
+                    self.report(id, index, Err(LegFailure::Unavailable), clock.now);
+                }
+                if lane == Lane::Read {
+                    continue;
+                }
+            }
+            let Some(upstream) = self.upstreams.get_mut(index) else {
+                continue;
+            };
+            let evicted = upstream.enqueue(leg, self.config.queue_max, self.config.queue_max_bytes);
+            for (leg, why) in evicted {
+                let failure = match why {
+                    Eviction::QueueFull => {
+                        let due = self
+                            .upstreams
+                            .get_mut(index)
+                            .and_then(|u| u.note_drop(clock.now));
+                        if let Some(count) = due {
+                            warn!(
+                                "{}: queue full, dropped {count} request(s), latest {} from {}",
+                                self.names[index],
+                                leg.request.describe(),
+                                leg.request.beacon
+                            );
+                        }
+                        LegFailure::Dropped
+                    }
+                    Eviction::Superseded => {
+                        debug!(
+                            "{}: {} superseded by a newer forkchoiceUpdated",
+                            self.names[index],
+                            leg.request.describe()
+                        );
+                        LegFailure::Superseded
+                    }
+                };
+                self.settle(index, leg, Err(failure), clock);
+            }
+            self.pump(index, lane, clock);
+        }
+    }
+
+    /// Hands the next leg of a lane to its idle link, or opens a link if the lane has none.
+    pub(super) fn pump(&mut self, index: usize, lane: Lane, clock: Clock) {
+        let behind = self
+            .upstreams
+            .get(index)
+            .is_some_and(ExecutionClient::needs_catch_up);
+        if lane == Lane::State && behind && self.lane_is_idle(index, lane) {
+            self.catch_up(index);
+        }
+        let Some(upstream) = self.upstreams.get_mut(index) else {
+            return;
+        };
+        let Some(id) = upstream.lane(lane).link else {
+            if upstream.wants_connection(lane) {
+                self.connect(index, lane, clock);
+            }
+            return;
+        };
+        let Some(link) = self.links.get_mut(&id) else {
+            upstream.lane_mut(lane).link = None;
+            return;
+        };
+        if !matches!(link.phase, Phase::Idle) {
+            return;
+        }
+        let Some(mut leg) = upstream.next_leg(lane) else {
+            return;
+        };
+        let head = upstream.request_head(&leg, clock.unix_secs);
+        let timeout = if leg.probe {
+            ExecutionClient::probe_timeout()
+        } else {
+            self.config.timeout_for(leg.request.method)
+        };
+        leg.attempts = leg.attempts.saturating_add(1);
+        upstream.on_sent();
+        trace!(
+            "{}: sending {}",
+            upstream.config.url,
+            leg.request.describe()
+        );
+        let request = Rc::clone(&leg.request);
+        let deadline = clock.now + timeout;
+        link.phase = Phase::Busy {
+            leg,
+            deadline,
+            timeout,
+        };
+        self.timers.push(Reverse((deadline, Timer::Link(id))));
+        self.outputs.push_back(Output::Send {
+            link: id,
+            head,
+            request,
+        });
+    }
+
+    /// Whether a lane has a link with nothing in flight.
+    fn lane_is_idle(&self, index: usize, lane: Lane) -> bool {
+        let id = self.upstreams.get(index).and_then(|u| u.lane(lane).link);
+        id.and_then(|id| self.links.get(&id))
+            .is_some_and(|link| matches!(link.phase, Phase::Idle))
+    }
+
+    fn connect(&mut self, index: usize, lane: Lane, clock: Clock) {
+        let Some(upstream) = self.upstreams.get_mut(index) else {
+            return;
+        };
+        let id = self.next_link;
+        self.next_link += 1;
+        let deadline = clock.now + self.config.connect_timeout;
+        self.links.insert(
+            id,
+            Link {
+                upstream: index,
+                lane,
+                served: 0,
+                phase: Phase::Connecting { deadline },
+            },
+        );
+        upstream.lane_mut(lane).link = Some(id);
+        upstream.stats.connects += 1;
+        trace!("{}: connecting ({lane:?} lane)", upstream.config.url);
+        self.timers.push(Reverse((deadline, Timer::Link(id))));
+        self.outputs.push_back(Output::Connect {
+            link: id,
+            addr: upstream.config.addr,
+        });
+    }
+
+    /// Applies an event of link `id`.
+    pub(super) fn on_link_event(&mut self, id: LinkId, event: LinkEvent, clock: Clock) {
+        let Some(link) = self.links.get_mut(&id) else {
+            // Closed by the core already (timed out); the loop dropped it.
+            return;
+        };
+        let (index, lane) = (link.upstream, link.lane);
+        match event {
+            LinkEvent::Connected => {
+                if matches!(link.phase, Phase::Connecting { .. }) {
+                    link.phase = Phase::Idle;
+                }
+                trace!("{}: connected ({lane:?} lane)", self.names[index]);
+            }
+            LinkEvent::Answered {
+                response,
+                keep_alive,
+            } => {
+                link.served += 1;
+                let leg = link.take_leg();
+                if !keep_alive {
+                    self.forget_link(id);
+                }
+                if let Some(leg) = leg {
+                    self.on_answered(index, lane, leg, response, clock);
+                }
+            }
+            LinkEvent::Failed {
+                error,
+                answer_started,
+            } => {
+                let Some(mut link) = self.forget_link(id) else {
+                    return;
+                };
+                let reused = link.served > 0;
+                let leg = link.take_leg();
+                self.on_link_failed(index, leg, error, reused && !answer_started, clock);
+            }
+        }
+        self.pump(index, lane, clock);
+    }
+
+    /// A link's deadline came: its connect or its request timed out. The link is closed, never
+    /// reused: a late answer to a timed-out request must not be taken for the next one's.
+    pub(super) fn on_link_deadline(&mut self, id: LinkId, at: Instant, clock: Clock) {
+        let Some(link) = self.links.get(&id) else {
+            return;
+        };
+        if link.deadline() != Some(at) {
+            return;
+        }
+        let error = match link.phase {
+            Phase::Connecting { .. } => UpstreamError::ConnectTimeout,
+            Phase::Busy { timeout, .. } => UpstreamError::Timeout(timeout),
+            Phase::Idle => return,
+        };
+        let Some(mut link) = self.forget_link(id) else {
+            return;
+        };
+        self.outputs.push_back(Output::Close { link: id });
+        let (index, lane) = (link.upstream, link.lane);
+        let leg = link.take_leg();
+        self.on_link_failed(index, leg, error, false, clock);
+        self.pump(index, lane, clock);
+    }
+
+    /// Removes a link from the core and from its lane.
+    fn forget_link(&mut self, id: LinkId) -> Option<Link> {
+        let link = self.links.remove(&id)?;
+        if let Some(upstream) = self.upstreams.get_mut(link.upstream) {
+            if upstream.lane(link.lane).link == Some(id) {
+                upstream.lane_mut(link.lane).link = None;
+            }
+        }
+        Some(link)
+    }
+
+    fn on_answered(
+        &mut self,
+        index: usize,
+        lane: Lane,
+        leg: Leg,
+        response: Response,
+        clock: Clock,
+    ) {
+        let Some(upstream) = self.upstreams.get_mut(index) else {
+            return;
+        };
+        let was_down = !upstream.is_available();
+        if upstream.on_answer(clock.now) {
+            info!("{} is up", upstream.config.url);
+            if was_down {
+                self.catch_up(index);
+            }
+            // State-changing calls held while it was down can go now.
+            if lane == Lane::Read {
+                self.pump(index, Lane::State, clock);
+            }
+        }
+        if !(200..300).contains(&response.status) {
+            debug!(
+                "{}: HTTP {} for {}",
+                self.names[index],
+                response.status,
+                leg.request.describe()
+            );
+        }
+        self.settle(index, leg, Ok(response), clock);
+    }
+
+    /// A link failed (or timed out) carrying `leg`, if any.
+    fn on_link_failed(
+        &mut self,
+        index: usize,
+        leg: Option<Leg>,
+        error: UpstreamError,
+        retryable: bool,
+        clock: Clock,
+    ) {
+        match leg {
+            Some(leg) if retryable && leg.attempts < MAX_ATTEMPTS => {
+                debug!(
+                    "{}: {error} on a reused connection; retrying {} once",
+                    self.names[index],
+                    leg.request.describe()
+                );
+                if let Some(upstream) = self.upstreams.get_mut(index) {
+                    upstream.requeue_front(leg);
+                }
+            }
+            Some(leg) => {
+                let cause = format!("{error} ({})", leg.request.describe());
+                self.settle(index, leg, Err(LegFailure::Upstream(error)), clock);
+                self.on_upstream_down(index, &cause, error.is_timeout(), clock);
+            }
+            None => match error {
+                UpstreamError::Connect(_) | UpstreamError::ConnectTimeout => {
+                    self.on_upstream_down(index, &error.to_string(), error.is_timeout(), clock);
+                }
+                // An idle keep-alive connection closed by the server: routine.
+                _ => trace!("{}: idle connection ended: {error}", self.names[index]),
+            },
+        }
+    }
+
+    /// Queues what an upstream missed (recent payloads, then the followed head) ahead of its
+    /// state lane.
+    fn catch_up(&mut self, index: usize) {
+        let Some(upstream) = self.upstreams.get_mut(index) else {
+            return;
+        };
+        if upstream.is_proxy() {
+            return;
+        }
+        let missed = self.router.catch_up(index);
+        if missed.is_empty() {
+            return;
+        }
+        let payloads = missed
+            .iter()
+            .filter(|r| matches!(r.method, Method::NewPayload(_)))
+            .count();
+        info!(
+            "{}: catching up with {payloads} missed payloads, then the followed head",
+            upstream.config.url
+        );
+        let legs = missed
+            .into_iter()
+            .map(|request| Leg::new(request, None))
+            .collect();
+        upstream.queue_catch_up(legs);
+    }
+
+    /// An upstream failed: mark it down, answer everyone waiting on it, fail its queued reads.
+    fn on_upstream_down(&mut self, index: usize, cause: &str, timed_out: bool, clock: Clock) {
+        let Some(upstream) = self.upstreams.get_mut(index) else {
+            return;
+        };
+        if upstream.on_failure(clock.now, timed_out) {
+            warn!("{} is down: {cause}", upstream.config.url);
+        } else {
+            debug!("{} still down: {cause}", upstream.config.url);
+        }
+        let waiting = upstream.report_queued_unavailable();
+        let reads = upstream.drain_reads();
+        for id in waiting {
+            self.report(id, index, Err(LegFailure::Unavailable), clock.now);
+        }
+        for leg in reads {
+            self.settle(index, leg, Err(LegFailure::Unavailable), clock);
+        }
+    }
+
+    /// Answers the copies of a block other beacon nodes sent while `index` was validating it,
+    /// each with that verdict under its own id (`SYNCING` if the delivery failed).
+    fn answer_copies(
+        &mut self,
+        index: usize,
+        call: &Call,
+        outcome: &Result<Response, LegFailure>,
+        clock: Clock,
+    ) {
+        let (Method::NewPayload(_), Some(hash)) = (call.method, call.block_hash) else {
+            return;
+        };
+        let Some(copies) = self.block_waiters.remove(&(index, hash)) else {
+            return;
+        };
+        for (id, request_id) in copies {
+            let verdict = match outcome {
+                Ok(response) if (200..300).contains(&response.status) => {
+                    rpc::rewrite_id(&response.body, &request_id)
+                }
+                Ok(_) | Err(_) => None,
+            };
+            let body = verdict
+                .or_else(|| rpc::syncing_body(call.method, &request_id))
+                .unwrap_or_default();
+            let response = Response {
+                status: 200,
+                content_type: None,
+                body,
+            };
+            self.report(id, index, Ok(response), clock.now);
+        }
+    }
+
+    /// Bookkeeping for a leg's outcome, then the waiting exchange, if any.
+    pub(super) fn settle(
+        &mut self,
+        index: usize,
+        leg: Leg,
+        outcome: Result<Response, LegFailure>,
+        clock: Clock,
+    ) {
+        if leg.probe {
+            return;
+        }
+        if let Some(call) = &leg.request.call {
+            match &outcome {
+                Ok(response) if (200..300).contains(&response.status) => {
+                    if self.router.on_answer(index, call, &response.body) {
+                        if let Some(upstream) = self.upstreams.get_mut(index) {
+                            upstream.stats.status_mismatches += 1;
+                        }
+                        warn!(
+                            "{} disagrees with another execution client on {} (block/head status differs)",
+                            self.names[index],
+                            leg.request.describe()
+                        );
+                    }
+                }
+                Ok(_) | Err(_) => self.router.on_failure(index, call),
+            }
+            self.answer_copies(index, call, &outcome, clock);
+        }
+        if leg.reported {
+            return;
+        }
+        if let Some(id) = leg.exchange {
+            self.report(id, index, outcome, clock.now);
+        }
+    }
+}

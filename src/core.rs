@@ -14,8 +14,7 @@
 //! upstream side (queues, links, health, catch-up) lives in the child module `delivery`.
 //! `ARCHITECTURE.md` draws the data flow.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
@@ -35,6 +34,7 @@ use crate::router::{Router, UpstreamView};
 use crate::rpc::Hash32;
 use crate::status;
 use crate::time::Clock;
+use crate::timer::TimerQueue;
 
 mod delivery;
 
@@ -106,7 +106,7 @@ pub struct Core {
     block_waiters: BlockWaiters,
     /// Deadlines of exchanges and links, soonest first. An entry whose exchange is answered or
     /// whose link moved on is skipped when it comes up.
-    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    timers: TimerQueue<Timer>,
     router: Router,
     metrics: Metrics,
     open_connections: usize,
@@ -140,7 +140,7 @@ impl Core {
             exchanges: IdMap::default(),
             next_exchange: 0,
             block_waiters: HashMap::new(),
-            timers: BinaryHeap::new(),
+            timers: TimerQueue::default(),
             router,
             metrics: Metrics::new(now),
             open_connections: 0,
@@ -187,8 +187,12 @@ impl Core {
 
     /// When [`Core::handle_timeout`] is next needed.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.drop_stale_timers();
-        let timers = self.timers.peek().map(|Reverse((at, _))| *at);
+        let (exchanges, links) = (&self.exchanges, &self.links);
+        self.timers.skip_stale(|at, timer| match timer {
+            Timer::Exchange(id) => exchanges.contains_key(&id),
+            Timer::Link(link) => links.get(&link).is_some_and(|l| l.deadline() == Some(at)),
+        });
+        let timers = self.timers.next();
         let probing = self.shutdown_deadline.is_none();
         let probes = self
             .upstreams
@@ -282,7 +286,7 @@ impl Core {
                                 deadline,
                             ),
                         );
-                        self.timers.push(Reverse((deadline, Timer::Exchange(id))));
+                        self.timers.push(deadline, Timer::Exchange(id));
                         if let Some(block) = awaiting {
                             self.block_waiters
                                 .entry(block)
@@ -312,11 +316,7 @@ impl Core {
     /// Time passed: timers due at `clock.now` fire.
     pub fn handle_timeout(&mut self, clock: Clock) {
         let now = clock.now;
-        while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some((at, timer)) = self.timers.pop_due(now) {
             match timer {
                 Timer::Exchange(id) => {
                     if let Some(mut exchange) = self.exchanges.remove(&id) {
@@ -346,7 +346,10 @@ impl Core {
                 }
             }
         }
-        if self.shutdown_deadline.is_some_and(|deadline| now >= deadline) {
+        if self
+            .shutdown_deadline
+            .is_some_and(|deadline| now >= deadline)
+        {
             self.give_up(now);
         }
     }
@@ -491,23 +494,6 @@ impl Core {
         let latency = now.saturating_duration_since(to.received_at);
         self.metrics.on_answer(answer.status, latency);
         self.outputs.push_back(Output::Answer { to, answer });
-    }
-
-    /// Timers left behind by exchanges already answered and links already gone or moved on.
-    fn drop_stale_timers(&mut self) {
-        while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
-            let live = match timer {
-                Timer::Exchange(id) => self.exchanges.contains_key(&id),
-                Timer::Link(link) => self
-                    .links
-                    .get(&link)
-                    .is_some_and(|l| l.deadline() == Some(at)),
-            };
-            if live {
-                return;
-            }
-            self.timers.pop();
-        }
     }
 }
 

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use crate::engine::Method;
 use crate::http::write::JSON;
-use crate::rpc::{self, PayloadStatus};
 use crate::outbound::{Response, UpstreamError};
+use crate::rpc::{self, PayloadStatus};
 
 /// Where an answer goes: a beacon-node connection and the request's place on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +24,18 @@ pub struct ReplyTo {
     pub seq: u64,
     /// When the request was read, to measure how long its answer took.
     pub received_at: Instant,
+}
+
+impl ReplyTo {
+    /// Request `seq` on connection `conn` (with its `serial`), read at `received_at`.
+    pub fn new(conn: usize, serial: u64, seq: u64, received_at: Instant) -> ReplyTo {
+        ReplyTo {
+            conn,
+            serial,
+            seq,
+            received_at,
+        }
+    }
 }
 
 /// How the answer is chosen among the upstreams' answers.

@@ -17,8 +17,8 @@ use crate::identity::{self, Evidence};
 use crate::inbound::ParsedRequest;
 use crate::jwt;
 use crate::metrics::{Metrics, Refusal};
-use crate::router::{Route, Router, UpstreamSet, UpstreamView};
 use crate::request::Request;
+use crate::router::{Route, Router, UpstreamSet, UpstreamView};
 use crate::rpc::{self, Hash32, InspectError, Inspected};
 use crate::time::Clock;
 

@@ -39,6 +39,19 @@ pub struct Limits {
     pub idle_timeout: Duration,
 }
 
+impl Limits {
+    /// The limits `config` sets.
+    pub fn of(config: &crate::config::Config) -> Limits {
+        Limits {
+            max_head_bytes: config.max_header_bytes,
+            max_body_bytes: config.max_body_bytes,
+            header_timeout: config.header_timeout,
+            body_timeout: config.body_timeout,
+            idle_timeout: config.idle_timeout,
+        }
+    }
+}
+
 /// A complete request read from the connection.
 #[derive(Debug)]
 pub struct ParsedRequest {
@@ -191,6 +204,15 @@ impl<S: Read + Write> Inbound<S> {
     pub fn on_ready(&mut self, readable: bool, writable: bool) {
         self.readable |= readable;
         self.writable |= writable;
+    }
+
+    /// Records a readiness event: readable, writable, and whether the peer hung up (or the
+    /// socket errored).
+    pub fn on_event(&mut self, readable: bool, writable: bool, hangup: bool) {
+        self.on_ready(readable, writable);
+        if hangup {
+            self.on_hangup();
+        }
     }
 
     /// Records that the poller reported the peer's hang-up or a socket error.

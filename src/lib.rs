@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod core;
 pub mod demo;
 pub mod engine;
@@ -24,11 +25,12 @@ pub mod net;
 pub mod network;
 pub mod outbound;
 pub mod recent;
-pub mod router;
 pub mod request;
+pub mod router;
 pub mod rpc;
 pub mod status;
 pub mod time;
+pub mod timer;
 pub mod tracker;
 
 use std::io;

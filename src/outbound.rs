@@ -94,6 +94,16 @@ pub enum OutboundEvent {
     },
 }
 
+impl OutboundEvent {
+    /// A failure before any byte of an answer (a connect that failed at once, say).
+    pub fn failed_before_answer(error: UpstreamError) -> OutboundEvent {
+        OutboundEvent::Failed {
+            error,
+            answer_started: false,
+        }
+    }
+}
+
 /// What a connection needs of its stream beyond reading and writing: the outcome of a
 /// non-blocking connect. Implemented by `mio`'s `TcpStream`, and by in-memory streams in tests.
 pub trait Connecting: Read + Write {
@@ -182,7 +192,11 @@ impl Outbound {
         max_body_bytes: usize,
     ) -> io::Result<Outbound> {
         let stream = TcpStream::connect(addr)?;
-        Ok(Outbound::with_stream(stream, max_head_bytes, max_body_bytes))
+        Ok(Outbound::with_stream(
+            stream,
+            max_head_bytes,
+            max_body_bytes,
+        ))
     }
 }
 
@@ -231,6 +245,15 @@ impl<S: Connecting> Outbound<S> {
     pub fn on_ready(&mut self, readable: bool, writable: bool) {
         self.readable |= readable;
         self.writable |= writable;
+    }
+
+    /// Records a readiness event: readable, writable, and whether the peer hung up (or the
+    /// socket errored).
+    pub fn on_event(&mut self, readable: bool, writable: bool, hangup: bool) {
+        self.on_ready(readable, writable);
+        if hangup {
+            self.on_hangup();
+        }
     }
 
     /// Records that the poller reported the peer's hang-up or a socket error.
@@ -563,7 +586,10 @@ mod tests {
     /// A connection that served one answer and now carries a second request.
     fn reused() -> Outbound<MemoryStream> {
         let mut connection = sent(b"{}");
-        arrive(&mut connection, &[b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]);
+        arrive(
+            &mut connection,
+            &[b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"],
+        );
         answered(drive(&mut connection).0);
         connection.start(request(b"{}"), b"H\r\n\r\n".to_vec());
         connection
@@ -636,7 +662,10 @@ mod tests {
         let mut connection = Outbound::with_stream(stream, 1024, MAX_BODY);
         connection.on_ready(false, true);
         let (error, started) = failed(connection.drive());
-        assert_eq!(error, UpstreamError::Connect(io::ErrorKind::ConnectionRefused));
+        assert_eq!(
+            error,
+            UpstreamError::Connect(io::ErrorKind::ConnectionRefused)
+        );
         assert!(!started);
         assert!(connection.is_dead());
     }
@@ -669,7 +698,10 @@ mod tests {
         let body = vec![b'x'; 200 * 1024];
         connection.start(request(&body), b"H\r\n\r\n".to_vec());
         assert!(connection.drive().is_none());
-        assert!(connection.wants_service(), "writable, budget spent, body not all out");
+        assert!(
+            connection.wants_service(),
+            "writable, budget spent, body not all out"
+        );
         let (event, rounds) = drive(&mut connection);
         assert!(event.is_none());
         assert!(rounds > 1);
@@ -701,8 +733,14 @@ mod tests {
             let mut connection = sent(b"{}");
             let pieces: Vec<&[u8]> = message.chunks(16 * 1024).collect();
             arrive(&mut connection, &pieces);
-            assert!(connection.drive().is_none(), "one budget does not reach the end");
-            assert!(connection.wants_service(), "bytes left that no edge announces");
+            assert!(
+                connection.drive().is_none(),
+                "one budget does not reach the end"
+            );
+            assert!(
+                connection.wants_service(),
+                "bytes left that no edge announces"
+            );
             let (response, keep_alive) = answered(drive(&mut connection).0);
             assert_eq!(response.body, body);
             assert!(keep_alive);
@@ -739,7 +777,10 @@ mod tests {
     #[test]
     fn receiving_declared_body_over_limit_fails() {
         let mut connection = sent(b"{}");
-        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1);
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
         arrive(&mut connection, &[head.as_bytes()]);
         let (error, _) = failed(drive(&mut connection).0);
         assert_eq!(error, UpstreamError::BadBody(BodyError::TooLarge));
@@ -765,13 +806,19 @@ mod tests {
         hang_up(&mut connection);
         let (error, started) = failed(drive(&mut connection).0);
         assert_eq!(error, UpstreamError::Closed);
-        assert!(started, "answer bytes came: the request may have been executed");
+        assert!(
+            started,
+            "answer bytes came: the request may have been executed"
+        );
     }
 
     #[test]
     fn idle_connection_closed_by_server_fails_closed() {
         let mut connection = sent(b"{}");
-        arrive(&mut connection, &[b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]);
+        arrive(
+            &mut connection,
+            &[b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"],
+        );
         answered(drive(&mut connection).0);
         hang_up(&mut connection);
         let (error, started) = failed(drive(&mut connection).0);

@@ -6,7 +6,6 @@
 //! A child module of [`crate::core`], so it works on the same `Core` state; request admission
 //! and answers stay in the parent.
 
-use std::cmp::Reverse;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -181,7 +180,7 @@ impl Core {
             deadline,
             timeout,
         };
-        self.timers.push(Reverse((deadline, Timer::Link(id))));
+        self.timers.push(deadline, Timer::Link(id));
         self.outputs.push_back(Output::Send {
             link: id,
             head,
@@ -215,7 +214,7 @@ impl Core {
         upstream.lane_mut(lane).link = Some(id);
         upstream.stats.connects += 1;
         trace!("{}: connecting ({lane:?} lane)", upstream.config.url);
-        self.timers.push(Reverse((deadline, Timer::Link(id))));
+        self.timers.push(deadline, Timer::Link(id));
         self.outputs.push_back(Output::Connect {
             link: id,
             addr: upstream.config.addr,

@@ -67,6 +67,8 @@ pub enum Output {
         head: Vec<u8>,
         /// The request; its body is shared with every other upstream's copy.
         request: Rc<Request>,
+        /// A catch-up replay of a request this upstream missed (older than ones it has had).
+        replay: bool,
     },
     /// Close the connection `link` (timed out, or shutting down); report nothing more of it.
     Close {

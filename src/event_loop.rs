@@ -229,6 +229,7 @@ impl Proxy {
                     link,
                     head,
                     request,
+                    ..
                 } => {
                     if let Some((key, conn)) = self.connections.outbound(link) {
                         conn.start(request, head);

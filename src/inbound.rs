@@ -593,7 +593,7 @@ mod tests {
 
     use super::*;
 
-    use crate::net::MemoryStream as Peer;
+    use crate::sim::MemoryStream as Peer;
 
     const LIMITS: Limits = Limits {
         max_head_bytes: 1024,

@@ -28,6 +28,7 @@ pub mod recent;
 pub mod request;
 pub mod router;
 pub mod rpc;
+pub mod sim;
 pub mod status;
 pub mod time;
 pub mod timer;

@@ -127,56 +127,6 @@ pub fn read_body(
     }
 }
 
-/// An in-memory peer for the connection state machines' tests: `incoming` chunks come one per
-/// read (then `WouldBlock`, or end of stream once `closed`); writes are collected, at most
-/// `window` bytes per call (0: unlimited). `refused` makes a connect fail.
-#[cfg(test)]
-#[derive(Debug, Default)]
-pub(crate) struct MemoryStream {
-    pub incoming: std::collections::VecDeque<Vec<u8>>,
-    pub closed: bool,
-    pub written: Vec<u8>,
-    pub window: usize,
-    pub refused: bool,
-}
-
-#[cfg(test)]
-impl Read for MemoryStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let Some(chunk) = self.incoming.front_mut() else {
-            return if self.closed {
-                Ok(0)
-            } else {
-                Err(io::ErrorKind::WouldBlock.into())
-            };
-        };
-        let n = chunk.len().min(buf.len());
-        buf[..n].copy_from_slice(&chunk[..n]);
-        chunk.drain(..n);
-        if chunk.is_empty() {
-            self.incoming.pop_front();
-        }
-        Ok(n)
-    }
-}
-
-#[cfg(test)]
-impl io::Write for MemoryStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = if self.window == 0 {
-            buf.len()
-        } else {
-            buf.len().min(self.window)
-        };
-        self.written.extend_from_slice(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

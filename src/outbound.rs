@@ -536,23 +536,7 @@ mod tests {
 
     use super::*;
     use crate::engine::Method;
-    use crate::net::MemoryStream;
-
-    impl Connecting for MemoryStream {
-        fn take_error(&self) -> io::Result<Option<io::Error>> {
-            Ok(self
-                .refused
-                .then(|| io::Error::from(io::ErrorKind::ConnectionRefused)))
-        }
-
-        fn peer_addr(&self) -> io::Result<SocketAddr> {
-            Ok(SocketAddr::from(([127, 0, 0, 1], 8551)))
-        }
-
-        fn set_nodelay(&self, _: bool) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::sim::MemoryStream;
 
     const MAX_BODY: usize = 8 << 20;
 

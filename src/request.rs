@@ -90,6 +90,8 @@ pub struct Leg {
     pub reported: bool,
     /// A health probe of the proxy's own, not a beacon node's request.
     pub probe: bool,
+    /// A catch-up replay of a request the upstream missed, sent ahead of newer ones.
+    pub replay: bool,
 }
 
 impl Leg {
@@ -101,6 +103,7 @@ impl Leg {
             attempts: 0,
             reported: false,
             probe: false,
+            replay: false,
         }
     }
 

@@ -233,6 +233,11 @@ impl Router {
         missing
     }
 
+    /// The head last forwarded from the followed beacon node.
+    pub fn best_head(&self) -> Option<Hash32> {
+        self.best_head
+    }
+
     /// The beacon-node tracker, for status and metrics.
     pub fn tracker(&self) -> &BeaconTracker {
         &self.tracker

@@ -173,7 +173,7 @@ impl Core {
             upstream.config.url,
             leg.request.describe()
         );
-        let request = Rc::clone(&leg.request);
+        let (request, replay) = (Rc::clone(&leg.request), leg.replay);
         let deadline = clock.now + timeout;
         link.phase = Phase::Busy {
             leg,
@@ -185,6 +185,7 @@ impl Core {
             link: id,
             head,
             request,
+            replay,
         });
     }
 
@@ -389,7 +390,10 @@ impl Core {
         );
         let legs = missed
             .into_iter()
-            .map(|request| Leg::new(request, None))
+            .map(|request| Leg {
+                replay: true,
+                ..Leg::new(request, None)
+            })
             .collect();
         upstream.queue_catch_up(legs);
     }

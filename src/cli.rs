@@ -35,6 +35,11 @@ pub struct Args {
     #[argh(option)]
     pub request_timeout: Option<String>,
 
+    /// how long the primary execution client has to give a final verdict on a payload or fork
+    /// choice before another's final verdict answers, in ms (default 1000)
+    #[argh(option)]
+    pub hedge_after: Option<String>,
+
     /// TCP connect timeout to an execution client, in ms (default 2000)
     #[argh(option)]
     pub connect_timeout: Option<String>,

@@ -71,6 +71,8 @@ pub struct Config {
     pub request_timeout: Option<Duration>,
     /// TCP connect timeout to upstreams.
     pub connect_timeout: Duration,
+    /// Grace the primary has to give a final verdict before another upstream's answers.
+    pub hedge_after: Duration,
     /// Largest request or answer body.
     pub max_body_bytes: usize,
     /// Largest HTTP head.
@@ -139,6 +141,15 @@ pub const DEFAULT_QUEUE_MAX: usize = 64;
 /// Default per-upstream queued bytes: ~30 full 2 MB payloads, bounded so a dead execution
 /// client cannot grow the proxy's memory.
 pub const DEFAULT_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// Hedging grace of `getPayload`: the consensus clients wait 1–2 s for a payload in all.
+pub const GET_PAYLOAD_HEDGE: Duration = Duration::from_millis(500);
+
+/// Default hedging grace: execution clients validate a mainnet payload in ~50–500 ms (p99 near
+/// 1 s for heavy blocks), so 1 s rarely cuts a healthy primary short, and a hung primary then
+/// costs 1 s of the 4 s a validator has to attest, with 7 s left before the 8 s consensus
+/// clients wait.
+pub const DEFAULT_HEDGE_AFTER: Duration = Duration::from_secs(1);
 
 /// Default catch-up window bytes: the 32 most recent payloads of typical size (100–500 KB),
 /// without holding 32 worst-case 2 MB payloads on a small VM once the queues are empty.
@@ -224,6 +235,12 @@ impl Config {
                 Unit::Millis,
                 Duration::from_secs(2),
             )?,
+            hedge_after: duration_or(
+                &args.hedge_after,
+                "--hedge-after",
+                Unit::Millis,
+                DEFAULT_HEDGE_AFTER,
+            )?,
             max_body_bytes: bytes_or(&args.max_body, "--max-body", DEFAULT_MAX_BODY_BYTES)?,
             max_header_bytes: bytes_or(&args.max_header, "--max-header", DEFAULT_MAX_HEADER_BYTES)?,
             max_connections: count_or(
@@ -282,6 +299,25 @@ impl Config {
     pub fn timeout_for(&self, method: crate::engine::Method) -> Duration {
         self.request_timeout
             .unwrap_or_else(|| method.default_timeout())
+    }
+
+    /// The longest a beacon node waits for its answer to `method`: just under the most patient
+    /// consensus client's own timeout (DESIGN §3.10), and never past the upstream timeout.
+    pub fn answer_deadline(&self, method: crate::engine::Method) -> Duration {
+        method.answer_deadline().min(self.timeout_for(method))
+    }
+
+    /// How long the primary has to answer `method` before another upstream's final answer
+    /// may go first; `None` for calls whose answers are not interchangeable.
+    pub fn hedge_for(&self, method: crate::engine::Method) -> Option<Duration> {
+        use crate::engine::Method;
+        match method {
+            Method::NewPayload(_) | Method::ForkchoiceUpdated(_) => Some(self.hedge_after),
+            // A payload built by another execution client for the same call is as good, and a
+            // proposer has 1–2 s in all.
+            Method::GetPayload(_) => Some(self.hedge_after.min(GET_PAYLOAD_HEDGE)),
+            _ => None,
+        }
     }
 
     /// The execution clients (not the chained proxies), in configured order.

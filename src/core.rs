@@ -23,15 +23,14 @@ use log::{debug, info, warn};
 
 use crate::config::Config;
 use crate::engine::Lane;
-use crate::exchange::{Answer, Exchange, LegFailure, ReplyTo};
+use crate::exchange::{Answer, Class, Exchange, LegFailure, ReplyTo, classify};
 use crate::execution_client::ExecutionClient;
 use crate::handler::{self, Action, Context, Endpoint};
 use crate::inbound::ParsedRequest;
 use crate::metrics::Metrics;
 use crate::outbound::{OutboundEvent, Response};
 use crate::request::{ExchangeId, IdMap, Leg, Request};
-use crate::router::{Router, UpstreamView};
-use crate::rpc::Hash32;
+use crate::router::{PayloadKey, Plan, Router, UpstreamSet, UpstreamView};
 use crate::status;
 use crate::time::Clock;
 use crate::timer::TimerQueue;
@@ -85,12 +84,13 @@ pub type LinkEvent = OutboundEvent;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Exchange(ExchangeId),
+    Hedge(ExchangeId),
     Link(LinkId),
 }
 
-/// Copies of a block waiting for an upstream's verdict, by (upstream, block hash): each the
+/// Copies of a payload waiting for an upstream's verdict on it, by (upstream, payload): each the
 /// waiting exchange and its request's id.
-type BlockWaiters = HashMap<(usize, Hash32), Vec<(ExchangeId, Box<[u8]>)>>;
+type BlockWaiters = HashMap<(usize, PayloadKey), Vec<(ExchangeId, Box<[u8]>)>>;
 
 /// All state of the proxy's decisions.
 #[derive(Debug)]
@@ -103,6 +103,8 @@ pub struct Core {
     next_link: LinkId,
     exchanges: IdMap<Exchange>,
     next_exchange: ExchangeId,
+    /// The serial number of the next request forwarded.
+    next_serial: u64,
     /// Copies of a block waiting for an upstream's verdict on it; emptied when that delivery
     /// settles, bounded by the exchanges.
     block_waiters: BlockWaiters,
@@ -141,6 +143,7 @@ impl Core {
             next_link: 0,
             exchanges: IdMap::default(),
             next_exchange: 0,
+            next_serial: 0,
             block_waiters: HashMap::new(),
             timers: TimerQueue::default(),
             router,
@@ -191,7 +194,7 @@ impl Core {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let (exchanges, links) = (&self.exchanges, &self.links);
         self.timers.skip_stale(|at, timer| match timer {
-            Timer::Exchange(id) => exchanges.contains_key(&id),
+            Timer::Exchange(id) | Timer::Hedge(id) => exchanges.contains_key(&id),
             Timer::Link(link) => links.get(&link).is_some_and(|l| l.deadline() == Some(at)),
         });
         let timers = self.timers.next();
@@ -244,6 +247,7 @@ impl Core {
             .map(|u| UpstreamView {
                 is_proxy: u.is_proxy(),
                 available: u.is_available(),
+                healthy: u.is_healthy(),
             })
             .collect();
         let mut context = Context {
@@ -251,63 +255,99 @@ impl Core {
             router: &mut self.router,
             metrics: &mut self.metrics,
             upstreams: &views,
+            serial: self.next_serial,
         };
+        self.next_serial += 1;
         match handler::handle(&mut context, parsed, peer, clock) {
             Action::Answer(answer) => self.answer(to, answer, clock.now),
             Action::Endpoint(endpoint) => {
                 let answer = self.render(endpoint, clock.now);
                 self.answer(to, answer, clock.now);
             }
-            Action::Forward {
+            Action::Local {
                 request,
+                answer,
                 targets,
-                local,
-                order,
-                policy,
-                awaiting,
             } => {
-                let exchange = match local {
-                    Some(answer) => {
-                        self.answer(to, answer, clock.now);
-                        None
-                    }
-                    None => {
-                        let id = self.next_exchange;
-                        self.next_exchange += 1;
-                        let call_id: &[u8] = request.call.as_ref().map_or(b"null", |c| &c.id);
-                        let deadline = clock.now + self.config.timeout_for(request.method);
-                        self.exchanges.insert(
-                            id,
-                            Exchange::new(
-                                to,
-                                policy,
-                                call_id,
-                                request.method,
-                                order,
-                                Rc::clone(&self.names),
-                                deadline,
-                            ),
-                        );
-                        self.timers.push(deadline, Timer::Exchange(id));
-                        if let Some(block) = awaiting {
-                            self.block_waiters
-                                .entry(block)
-                                .or_default()
-                                .push((id, call_id.into()));
-                        }
-                        Some(id)
-                    }
-                };
-                let forwarded = targets
-                    .iter()
-                    .any(|i| self.upstreams.get(i).is_some_and(|u| !u.is_proxy()));
-                self.router.remember(&request, forwarded);
-                self.dispatch(&request, targets, exchange, clock);
-                if let Some(id) = exchange {
-                    self.try_decide(id, clock.now);
-                }
+                self.answer(to, answer, clock.now);
+                self.remember(&request, targets);
+                self.dispatch(&request, targets, None, clock);
+            }
+            Action::Exchange { request, plan } => self.open_exchange(to, request, plan, clock),
+        }
+    }
+
+    /// Sets up an exchange as `plan` says, sends its legs, and answers if that already decides.
+    fn open_exchange(&mut self, to: ReplyTo, request: Rc<Request>, plan: Plan, clock: Clock) {
+        let id = self.next_exchange;
+        self.next_exchange += 1;
+        let call = request.call.as_ref();
+        let call_id: Box<[u8]> = call.map_or_else(|| Box::from(&b"null"[..]), |c| c.id.clone());
+        let deadline = clock.now + self.config.answer_deadline(request.method);
+        let mut exchange = Exchange::new(
+            to,
+            plan.policy,
+            &call_id,
+            request.method,
+            plan.order,
+            Rc::clone(&self.names),
+            deadline,
+        );
+        match self.config.hedge_for(request.method) {
+            _ if plan.hedged => exchange.hedge(),
+            Some(grace) => self.timers.push(clock.now + grace, Timer::Hedge(id)),
+            None => {}
+        }
+        for (index, body) in plan.known {
+            let response = Response {
+                status: 200,
+                content_type: None,
+                body,
+            };
+            let class = classify(call, &response);
+            exchange.on_answer(index, response, class);
+        }
+        self.exchanges.insert(id, exchange);
+        self.timers.push(deadline, Timer::Exchange(id));
+        if let Some(key) = plan.payload {
+            for index in plan.awaiting {
+                let waiting = self.block_waiters.entry((index, key)).or_default();
+                waiting.push((id, call_id.clone()));
             }
         }
+        let mut targets = plan.targets;
+        for (index, body) in plan.alternates {
+            // Another execution client's payload for the same fork choice, asked under its id.
+            let mut alternate_call = call.cloned();
+            if let Some(alternate) = alternate_call.as_mut() {
+                alternate.payload_id = None;
+            }
+            let alternate = Rc::new(Request {
+                body: body.into_boxed_slice(),
+                call: alternate_call,
+                method: request.method,
+                authorization: request.authorization.clone(),
+                beacon: Rc::clone(&request.beacon),
+                via: request.via.clone(),
+                received_at: request.received_at,
+                serial: request.serial,
+            });
+            let mut only = UpstreamSet::EMPTY;
+            only.insert(index);
+            self.dispatch(&alternate, only, Some(id), clock);
+            targets = targets.without(index);
+        }
+        self.remember(&request, targets);
+        self.dispatch(&request, targets, Some(id), clock);
+        self.try_decide(id, clock.now);
+    }
+
+    /// Keeps what catch-up may need of a request sent to `targets`.
+    fn remember(&mut self, request: &Rc<Request>, targets: UpstreamSet) {
+        let forwarded = targets
+            .iter()
+            .any(|i| self.upstreams.get(i).is_some_and(|u| !u.is_proxy()));
+        self.router.remember(request, forwarded);
     }
 
     /// Something happened on upstream connection `link`.
@@ -328,6 +368,12 @@ impl Core {
                     }
                 }
                 Timer::Link(link) => self.on_link_deadline(link, at, clock),
+                Timer::Hedge(id) => {
+                    if let Some(exchange) = self.exchanges.get_mut(&id) {
+                        exchange.hedge();
+                        self.try_decide(id, now);
+                    }
+                }
             }
         }
         if let Some(switch) = self.router.on_timeout(now, clock.unix_secs) {
@@ -466,14 +512,14 @@ impl Core {
         &mut self,
         id: ExchangeId,
         index: usize,
-        outcome: Result<Response, LegFailure>,
+        outcome: Result<(Response, Class), LegFailure>,
         now: Instant,
     ) {
         let Some(exchange) = self.exchanges.get_mut(&id) else {
             return;
         };
         match outcome {
-            Ok(response) => exchange.on_answer(index, response),
+            Ok((response, class)) => exchange.on_answer(index, response, class),
             Err(failure) => exchange.on_failure(index, failure),
         }
         self.try_decide(id, now);
@@ -486,7 +532,17 @@ impl Core {
         let Some(answer) = exchange.decide() else {
             return;
         };
-        let to = exchange.reply_to;
+        let (to, decision) = (exchange.reply_to, exchange.decision);
+        if decision.disagreement {
+            self.metrics.verdict_disagreements += 1;
+            warn!(
+                "execution clients disagree (VALID against INVALID) on request id={}; answered SYNCING",
+                String::from_utf8_lossy(exchange.id())
+            );
+        }
+        if decision.hedged {
+            self.metrics.hedged_answers += 1;
+        }
         self.exchanges.remove(&id);
         self.answer(to, answer, now);
     }

@@ -93,15 +93,29 @@ impl Method {
                 Duration::from_secs(6)
             }
             Method::NewPayload(_) | Method::ForkchoiceUpdated(_) => Duration::from_secs(8),
-            Method::GetPayload(_)
-            | Method::GetBlobs
-            | Method::ExchangeCapabilities
-            | Method::GetClientVersion(_) => Duration::from_secs(1),
+            // The spec gives 1 s; Lighthouse and Teku wait 2 s, so an execution client may too.
+            Method::GetPayload(_) | Method::GetBlobs => Duration::from_secs(2),
+            Method::ExchangeCapabilities | Method::GetClientVersion(_) => Duration::from_secs(1),
             Method::GetPayloadBodies => Duration::from_secs(10),
             Method::OtherEngine
             | Method::BuilderPayloadAttributes
             | Method::OtherBuilder
             | Method::Other => Duration::from_secs(8),
+        }
+    }
+
+    /// How long the most patient consensus client waits for this call, less a margin for the
+    /// answer's trip (DESIGN §3.10): Lighthouse, Teku, Prysm and Nimbus wait 8 s for payloads
+    /// and fork choices, Lighthouse and Teku 2 s for `getPayload` and `getBlobs`, everyone 1 s
+    /// for `exchangeCapabilities` and `getClientVersion` (answered with the answers in hand).
+    pub fn answer_deadline(self) -> Duration {
+        match self {
+            Method::NewPayload(_) | Method::ForkchoiceUpdated(_) => Duration::from_millis(7_500),
+            Method::GetPayload(_) | Method::GetBlobs => Duration::from_millis(1_900),
+            Method::ExchangeCapabilities | Method::GetClientVersion(_) => {
+                Duration::from_millis(800)
+            }
+            _ => self.default_timeout(),
         }
     }
 
@@ -296,9 +310,10 @@ mod tests {
         assert_eq!(secs(Method::NewPayload(40)), 6);
         assert_eq!(secs(Method::ForkchoiceUpdated(1)), 8);
         assert_eq!(secs(Method::ForkchoiceUpdated(5)), 8);
-        assert_eq!(secs(Method::GetPayload(1)), 1);
-        assert_eq!(secs(Method::GetPayload(6)), 1);
-        assert_eq!(secs(Method::GetBlobs), 1);
+        // The spec's 1 s, raised to the 2 s Lighthouse and Teku wait.
+        assert_eq!(secs(Method::GetPayload(1)), 2);
+        assert_eq!(secs(Method::GetPayload(6)), 2);
+        assert_eq!(secs(Method::GetBlobs), 2);
         assert_eq!(secs(Method::ExchangeCapabilities), 1);
         assert_eq!(secs(Method::GetClientVersion(1)), 1);
         assert_eq!(secs(Method::GetPayloadBodies), 10);

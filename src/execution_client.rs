@@ -36,14 +36,26 @@ pub const DROP_LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// Timeout of a health probe: a healthy execution client answers `eth_syncing` in milliseconds.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Whether the upstream is believed to answer.
+/// Whether the upstream is believed to answer, and answer well.
+///
+/// Health is earned by the calls that matter: only a proper answer to an engine call (or, for
+/// a chained proxy, its health check) makes an upstream `Up`. A reachable upstream whose calls
+/// time out or come back broken (HTTP 401/5xx, a server error, not JSON-RPC) is `Demoted`: it
+/// still gets every state-changing call, so it stays in step, but it is not the primary and a
+/// passing probe alone does not promote it. `Down` is for connections that fail: its calls wait
+/// in the queue until a probe reaches it again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Health {
     /// Not heard from yet.
     Unknown,
-    /// Answered recently.
+    /// Answers engine calls properly.
     Up,
-    /// Failed; `retry_at` is when the next probe may go.
+    /// Reachable, but its last engine call timed out or was answered badly.
+    Demoted {
+        /// When it was demoted.
+        since: Instant,
+    },
+    /// Connections fail; `retry_at` is when the next probe may go.
     Down {
         /// When it went down.
         since: Instant,
@@ -52,13 +64,28 @@ pub enum Health {
     },
 }
 
+/// What changed in an upstream's health.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthChange {
+    /// Nothing new.
+    Same,
+    /// Now up, after being down: it missed calls and must catch up.
+    UpFromDown,
+    /// Now up, after being demoted or unknown.
+    Up,
+    /// Reachable again after being down, not yet proven by an engine call.
+    Reachable,
+    /// Newly demoted.
+    Demoted,
+    /// Newly down.
+    Down,
+}
+
 /// Why queued legs were removed without being sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Eviction {
     /// The queue was full (count or bytes); the oldest went.
     QueueFull,
-    /// A newer `forkchoiceUpdated` replaced a queued one.
-    Superseded,
 }
 
 /// Counters of one upstream, for metrics and `/status`.
@@ -74,8 +101,6 @@ pub struct UpstreamStats {
     pub timeouts: u64,
     /// Queued requests dropped because the queue was full.
     pub dropped: u64,
-    /// Queued `forkchoiceUpdated`s replaced by newer ones.
-    pub superseded: u64,
     /// Requests retried on a fresh connection.
     pub retried: u64,
     /// Answers whose payload status differed from another upstream's for the same block.
@@ -176,14 +201,19 @@ impl ExecutionClient {
         self.config.kind == UpstreamKind::Proxy
     }
 
-    /// Whether it can be asked for an answer now: not known to be down.
+    /// Whether it can be sent requests now: not known to be down.
     pub fn is_available(&self) -> bool {
         !matches!(self.health, Health::Down { .. })
     }
 
-    /// Whether it answered lately.
+    /// Whether its engine calls are answered properly.
     pub fn is_up(&self) -> bool {
         self.health == Health::Up
+    }
+
+    /// Whether it may be the primary: up, or not heard from yet (at start).
+    pub fn is_healthy(&self) -> bool {
+        matches!(self.health, Health::Up | Health::Unknown)
     }
 
     /// A lane's state.
@@ -205,23 +235,11 @@ impl ExecutionClient {
     /// Queues a leg in its lane, enforcing the bounds; returns the legs evicted to make room
     /// (possibly the new leg itself, when it alone exceeds the byte bound).
     pub fn enqueue(&mut self, leg: Leg, max_legs: usize, max_bytes: usize) -> Vec<(Leg, Eviction)> {
+        // Nothing that carries meaning is coalesced away: a fork choice with attributes starts
+        // a build, and a different head is cheap to deliver in order. So every leg is queued.
         let mut evicted = Vec::new();
         let lane = leg.request.lane();
         let queue = self.lane_mut(lane);
-        if matches!(leg.request.method, Method::ForkchoiceUpdated(_)) {
-            // A newer head makes an unsent older one pointless; the newer one goes to the back
-            // so it still follows every newPayload queued before it.
-            while let Some(at) = queue
-                .queue
-                .iter()
-                .position(|l| matches!(l.request.method, Method::ForkchoiceUpdated(_)))
-            {
-                if let Some(old) = queue.queue.remove(at) {
-                    queue.queued_bytes -= old.body_bytes();
-                    evicted.push((old, Eviction::Superseded));
-                }
-            }
-        }
         if leg.body_bytes() > max_bytes {
             evicted.push((leg, Eviction::QueueFull));
         } else {
@@ -235,14 +253,9 @@ impl ExecutionClient {
                 evicted.push((old, Eviction::QueueFull));
             }
         }
-        for (leg, why) in &evicted {
-            match why {
-                Eviction::QueueFull => {
-                    self.stats.dropped += 1;
-                    self.behind |= leg.request.lane() == Lane::State;
-                }
-                Eviction::Superseded => self.stats.superseded += 1,
-            }
+        for (leg, _) in &evicted {
+            self.stats.dropped += 1;
+            self.behind |= leg.request.lane() == Lane::State;
         }
         evicted
     }
@@ -380,37 +393,76 @@ impl ExecutionClient {
         self.stats.sent += 1;
     }
 
-    /// An HTTP answer arrived: the upstream is up. Returns true when that is news.
-    pub fn on_answer(&mut self, now: Instant) -> bool {
+    /// A proper answer to an engine call (or a chained proxy's health check): the upstream
+    /// is up.
+    pub fn on_engine_answer(&mut self, now: Instant) -> HealthChange {
         self.stats.answered += 1;
         self.failures_in_row = 0;
         self.last_answer = Some(now);
         self.probe_due = Some(now + PROBE_INTERVAL);
-        let was_up = self.health == Health::Up;
+        let before = self.health;
         self.health = Health::Up;
-        !was_up
+        match before {
+            Health::Up => HealthChange::Same,
+            Health::Down { .. } => HealthChange::UpFromDown,
+            Health::Unknown | Health::Demoted { .. } => HealthChange::Up,
+        }
     }
 
-    /// A request or connection failed: the upstream is down until a probe says otherwise.
-    /// Returns true when that is news.
-    pub fn on_failure(&mut self, now: Instant, timed_out: bool) -> bool {
+    /// A health probe was answered: a down upstream is reachable again; nothing is proven.
+    pub fn on_probe_answer(&mut self, now: Instant) -> HealthChange {
+        self.failures_in_row = 0;
+        self.probe_due = Some(now + PROBE_INTERVAL);
+        match self.health {
+            Health::Down { .. } => {
+                self.health = Health::Demoted { since: now };
+                HealthChange::Reachable
+            }
+            Health::Unknown => {
+                self.health = Health::Up;
+                HealthChange::Up
+            }
+            Health::Up | Health::Demoted { .. } => HealthChange::Same,
+        }
+    }
+
+    /// An engine call timed out or was answered badly: demoted until an engine call succeeds.
+    pub fn on_bad_answer(&mut self, now: Instant, timed_out: bool) -> HealthChange {
+        self.stats.failed += 1;
+        self.stats.timeouts += u64::from(timed_out);
+        self.probe_due = Some(now + PROBE_INTERVAL);
+        match self.health {
+            Health::Demoted { .. } => HealthChange::Same,
+            // A connection failure already took it down; a late bad answer changes nothing.
+            Health::Down { .. } => HealthChange::Same,
+            Health::Unknown | Health::Up => {
+                self.health = Health::Demoted { since: now };
+                HealthChange::Demoted
+            }
+        }
+    }
+
+    /// A connection failed (refused, reset, no connect in time): down until a probe reaches it.
+    pub fn on_failure(&mut self, now: Instant, timed_out: bool) -> HealthChange {
         self.stats.failed += 1;
         if timed_out {
             self.stats.timeouts += 1;
         }
         self.failures_in_row = self.failures_in_row.saturating_add(1);
         let delay = backoff(self.failures_in_row);
-        let was_down = matches!(self.health, Health::Down { .. });
-        let since = match self.health {
-            Health::Down { since, .. } => since,
-            Health::Unknown | Health::Up => now,
+        let (was_down, since) = match self.health {
+            Health::Down { since, .. } => (true, since),
+            Health::Unknown | Health::Up | Health::Demoted { .. } => (false, now),
         };
         self.health = Health::Down {
             since,
             retry_at: now + delay,
         };
         self.probe_due = Some(now + delay);
-        !was_down
+        match was_down {
+            true => HealthChange::Same,
+            false => HealthChange::Down,
+        }
     }
 
     /// Legs in the read lane fail at once when the upstream goes down: stale reads help nobody.
@@ -471,6 +523,7 @@ impl ExecutionClient {
             beacon: Rc::from("sync-proxy"),
             via: None,
             received_at: now,
+            serial: 0,
         }
     }
 
@@ -520,6 +573,7 @@ mod tests {
                 beacon: Rc::from("bn"),
                 via: None,
                 received_at: Instant::now(),
+                serial: 0,
             }),
             None,
         )
@@ -557,18 +611,17 @@ mod tests {
     }
 
     #[test]
-    fn newer_forkchoice_supersedes_queued_one_and_goes_last() {
+    fn forkchoices_are_never_coalesced() {
         let mut el = client();
         el.enqueue(leg(Method::NewPayload(3), 1), 10, 100);
         el.enqueue(leg(Method::ForkchoiceUpdated(3), 2), 10, 100);
         el.enqueue(leg(Method::NewPayload(3), 3), 10, 100);
         let evicted = el.enqueue(leg(Method::ForkchoiceUpdated(3), 4), 10, 100);
-        assert_eq!(evicted.len(), 1);
-        assert_eq!(evicted[0].1, Eviction::Superseded);
+        assert!(evicted.is_empty());
         let order: Vec<usize> = std::iter::from_fn(|| el.next_leg(Lane::State))
             .map(|l| l.body_bytes())
             .collect();
-        assert_eq!(order, [1, 3, 4]);
+        assert_eq!(order, [1, 2, 3, 4], "every call, in the order received");
     }
 
     #[test]
@@ -585,11 +638,34 @@ mod tests {
         let mut el = client();
         let now = Instant::now();
         el.enqueue(leg(Method::NewPayload(3), 1), 10, 100);
-        assert!(el.on_failure(now, false));
+        assert_eq!(el.on_failure(now, false), HealthChange::Down);
         assert!(el.next_leg(Lane::State).is_none());
         assert!(!el.wants_connection(Lane::State));
-        assert!(el.on_answer(now));
-        assert!(el.next_leg(Lane::State).is_some());
+        assert_eq!(el.on_probe_answer(now), HealthChange::Reachable);
+        assert!(
+            el.next_leg(Lane::State).is_some(),
+            "reachable: state calls flow again"
+        );
+        assert!(
+            !el.is_healthy(),
+            "not primary before an engine call succeeds"
+        );
+    }
+
+    #[test]
+    fn demoted_client_is_promoted_only_by_an_engine_call() {
+        let mut el = client();
+        let now = Instant::now();
+        assert_eq!(el.on_engine_answer(now), HealthChange::Up);
+        assert_eq!(el.on_bad_answer(now, true), HealthChange::Demoted);
+        assert!(el.is_available() && !el.is_healthy());
+        assert_eq!(el.on_probe_answer(now), HealthChange::Same);
+        assert!(
+            !el.is_healthy(),
+            "a passing probe alone does not promote it"
+        );
+        assert_eq!(el.on_engine_answer(now), HealthChange::Up);
+        assert!(el.is_healthy());
     }
 
     #[test]

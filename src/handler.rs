@@ -11,15 +11,15 @@ use log::{debug, error, info, trace, warn};
 
 use crate::config::Config;
 use crate::engine::Method;
-use crate::exchange::{Answer, AnswerPolicy};
+use crate::exchange::Answer;
 use crate::http::head::RequestMethod;
 use crate::identity::{self, Evidence};
 use crate::inbound::ParsedRequest;
 use crate::jwt;
 use crate::metrics::{Metrics, Refusal};
 use crate::request::Request;
-use crate::router::{Route, Router, UpstreamSet, UpstreamView};
-use crate::rpc::{self, Hash32, InspectError, Inspected};
+use crate::router::{Plan, Route, Router, UpstreamSet, UpstreamView};
+use crate::rpc::{self, InspectError, Inspected};
 use crate::time::Clock;
 
 /// Longest chain of sync-proxies a request may pass: deployments chain two or three; a longer
@@ -37,29 +37,28 @@ pub enum Endpoint {
     Metrics,
 }
 
-/// What the event loop must do with a request.
+/// What the core must do with a request.
 #[derive(Debug)]
 pub enum Action {
     /// Answer at once; nothing is forwarded.
     Answer(Answer),
     /// Render an operator endpoint.
     Endpoint(Endpoint),
-    /// Send the request to `targets`; the beacon node gets `local` at once if set, else the
-    /// answer chosen by `policy` among `order`.
-    Forward {
+    /// The proxy answers at once with `answer`; `targets` still get the request.
+    Local {
         /// The request, shared by all legs.
         request: Rc<Request>,
-        /// Upstreams that get it.
+        /// The proxy's own answer.
+        answer: Answer,
+        /// Upstreams that get the request anyway.
         targets: UpstreamSet,
-        /// The proxy's own answer, when it answers itself.
-        local: Option<Answer>,
-        /// Upstreams whose answers count, primary first.
-        order: Vec<usize>,
-        /// How the answer is chosen.
-        policy: AnswerPolicy,
-        /// The answer is the pending answer of this upstream to this block (a copy of a block
-        /// another beacon node sent first).
-        awaiting: Option<(usize, Hash32)>,
+    },
+    /// Send the request as `plan` says and answer with what the upstreams answer.
+    Exchange {
+        /// The request, shared by all legs.
+        request: Rc<Request>,
+        /// Who gets it, whose answers count and how.
+        plan: Plan,
     },
 }
 
@@ -73,6 +72,8 @@ pub struct Context<'a> {
     pub metrics: &'a mut Metrics,
     /// The upstreams as routing sees them.
     pub upstreams: &'a [UpstreamView],
+    /// The serial number the request gets, if it is forwarded.
+    pub serial: u64,
 }
 
 /// Decides what to do with `parsed`, received from `peer`.
@@ -202,6 +203,7 @@ fn rpc_request(
         beacon,
         via: head.via,
         received_at: clock.now,
+        serial: ctx.serial,
     });
     match route {
         Route::Local {
@@ -215,53 +217,22 @@ fn rpc_request(
                 request.describe(),
                 request.beacon
             );
-            Action::Forward {
+            Action::Local {
                 request,
+                answer: Answer::json(200, body),
                 targets,
-                local: Some(Answer::json(200, body)),
-                order: Vec::new(),
-                policy: AnswerPolicy::Primary,
-                awaiting: None,
             }
         }
-        Route::Exchange {
-            targets,
-            order,
-            policy,
-        } => {
+        Route::Exchange(plan) => {
             trace!(
-                "{} from {}: to {:?}, answer by {policy:?} of {order:?}",
+                "{} from {}: to {:?}, answer by {:?} of {:?}",
                 request.describe(),
                 request.beacon,
-                targets
+                plan.targets,
+                plan.policy,
+                plan.order
             );
-            Action::Forward {
-                request,
-                targets,
-                local: None,
-                order,
-                policy,
-                awaiting: None,
-            }
-        }
-        Route::Await {
-            upstream,
-            hash,
-            targets,
-        } => {
-            debug!(
-                "{} from {}: block being validated; answered with that verdict",
-                request.describe(),
-                request.beacon
-            );
-            Action::Forward {
-                request,
-                targets,
-                local: None,
-                order: vec![upstream],
-                policy: AnswerPolicy::Primary,
-                awaiting: Some((upstream, hash)),
-            }
+            Action::Exchange { request, plan }
         }
     }
 }

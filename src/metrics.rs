@@ -87,6 +87,11 @@ pub struct Metrics {
     pub connections_accepted: u64,
     /// Connections refused at the connection limit.
     pub connections_refused: u64,
+    /// Answers taken from an execution client other than the primary (it failed, answered
+    /// only SYNCING, or was slower than the hedging grace).
+    pub hedged_answers: u64,
+    /// `--ack majority`: final verdicts that disagreed (VALID against INVALID), answered SYNCING.
+    pub verdict_disagreements: u64,
     /// Answers to beacon nodes by class: 2xx, 4xx, 5xx.
     answers_by_class: [u64; 3],
     latency_buckets: [u64; LATENCY_BUCKETS_SECS.len()],
@@ -105,6 +110,8 @@ impl Metrics {
             ignored_slot_claims: 0,
             connections_accepted: 0,
             connections_refused: 0,
+            hedged_answers: 0,
+            verdict_disagreements: 0,
             answers_by_class: [0; 3],
             latency_buckets: [0; LATENCY_BUCKETS_SECS.len()],
             latency_count: 0,
@@ -191,6 +198,18 @@ impl Metrics {
             "sync_proxy_local_answers_total",
             "Requests answered by the proxy itself.",
             self.local_answers,
+        );
+        counter(
+            &mut out,
+            "sync_proxy_hedged_answers_total",
+            "Answers taken from an execution client other than the primary.",
+            self.hedged_answers,
+        );
+        counter(
+            &mut out,
+            "sync_proxy_verdict_disagreements_total",
+            "Final verdicts that disagreed (VALID against INVALID), answered SYNCING.",
+            self.verdict_disagreements,
         );
         counter(
             &mut out,
@@ -287,7 +306,7 @@ fn method_index(method: Method) -> usize {
 
 fn render_upstreams(out: &mut String, upstreams: &[ExecutionClient]) {
     type Field = (&'static str, &'static str, fn(&ExecutionClient) -> u64);
-    let fields: [Field; 9] = [
+    let fields: [Field; 8] = [
         (
             "sync_proxy_upstream_sent_total",
             "Requests sent to the upstream.",
@@ -312,11 +331,6 @@ fn render_upstreams(out: &mut String, upstreams: &[ExecutionClient]) {
             "sync_proxy_upstream_dropped_total",
             "Queued requests dropped because the queue was full.",
             |u| u.stats.dropped,
-        ),
-        (
-            "sync_proxy_upstream_superseded_total",
-            "Queued forkchoiceUpdated replaced by a newer one.",
-            |u| u.stats.superseded,
         ),
         (
             "sync_proxy_upstream_retried_total",
@@ -349,7 +363,7 @@ fn render_upstreams(out: &mut String, upstreams: &[ExecutionClient]) {
         out,
         "sync_proxy_upstream_up",
         "gauge",
-        "1 when the upstream answered lately, 0 when down or unknown.",
+        "1 when the upstream answers engine calls properly, 0 when demoted, down or unknown.",
     );
     for upstream in upstreams {
         let up = u8::from(upstream.health == Health::Up);

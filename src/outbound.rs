@@ -549,6 +549,7 @@ mod tests {
             beacon: Rc::from("bn"),
             via: None,
             received_at: Instant::now(),
+            serial: 0,
         })
     }
 

@@ -55,6 +55,8 @@ pub struct Request {
     pub via: Option<Box<str>>,
     /// When the last byte of the request arrived.
     pub received_at: Instant,
+    /// The proxy's number for this request: answers to one call are told apart by it.
+    pub serial: u64,
 }
 
 impl Request {

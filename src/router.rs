@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use crate::config::AckMode;
 use crate::engine::Method;
-use crate::exchange::AnswerPolicy;
+use crate::exchange::{AnswerPolicy, Class};
 use crate::network::Chain;
 use crate::recent::RecentMap;
 use crate::request::Request;
@@ -58,6 +58,14 @@ impl UpstreamSet {
         UpstreamSet(self.0 | other.0)
     }
 
+    /// The set without `index`.
+    pub fn without(self, index: usize) -> UpstreamSet {
+        match index < 64 {
+            true => UpstreamSet(self.0 & !(1 << index)),
+            false => self,
+        }
+    }
+
     /// Whether the set is empty.
     pub fn is_empty(self) -> bool {
         self.0 == 0
@@ -82,8 +90,23 @@ impl UpstreamSet {
 pub struct UpstreamView {
     /// A chained proxy (fire-and-forget) rather than an execution client.
     pub is_proxy: bool,
-    /// Not known to be down.
+    /// Not known to be down: requests can be sent.
     pub available: bool,
+    /// Answers engine calls properly: it may be the primary.
+    pub healthy: bool,
+}
+
+/// A `newPayload` as the dedup memory knows it: method version, block hash, and a digest of
+/// the other parameters (versioned hashes, beacon root, requests), which a verdict depends on.
+pub type PayloadKey = (u16, Hash32, u64);
+
+/// What an upstream has made of a payload delivered to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Delivery {
+    /// Sent or queued; no verdict yet.
+    InFlight,
+    /// Its final verdict (`VALID`, `INVALID`…), the answer body as it gave it.
+    Final(Vec<u8>),
 }
 
 /// Where a request goes and who answers it.
@@ -98,25 +121,49 @@ pub enum Route {
         /// Why the proxy answers itself, for logs.
         reason: &'static str,
     },
-    /// A copy of a block the primary is validating right now: the answer is the primary's
-    /// verdict on that delivery (re-addressed to this request), not a premature `SYNCING`.
-    Await {
-        /// The primary, whose pending answer for `hash` this request waits for.
-        upstream: usize,
-        /// The block.
-        hash: Hash32,
-        /// Upstreams that get the request (those that have not had the block yet).
-        targets: UpstreamSet,
-    },
     /// The upstreams in `order` answer (first = primary); `targets` get the request.
-    Exchange {
-        /// Upstreams that get the request (a superset of `order`).
-        targets: UpstreamSet,
-        /// Upstreams whose answers count, in preference order.
-        order: Vec<usize>,
-        /// How the answer is chosen.
-        policy: AnswerPolicy,
-    },
+    Exchange(Plan),
+}
+
+/// How an exchange is set up: who gets the request, whose answers count and how, and what is
+/// already known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Upstreams that get the request.
+    pub targets: UpstreamSet,
+    /// Upstreams whose answers count, in preference order (the primary first).
+    pub order: Vec<usize>,
+    /// How the answer is chosen.
+    pub policy: AnswerPolicy,
+    /// Final verdicts already given on this very payload, re-addressed to this request.
+    pub known: Vec<(usize, Vec<u8>)>,
+    /// Upstreams validating this very payload right now (another beacon node's copy): their
+    /// verdicts answer this request too.
+    pub awaiting: Vec<usize>,
+    /// The payload the `awaiting` verdicts are about.
+    pub payload: Option<PayloadKey>,
+    /// Bodies for upstreams that built for the same fork choice under another payload id:
+    /// `getPayload` falls back to them.
+    pub alternates: Vec<(usize, Vec<u8>)>,
+    /// Any upstream's final verdict may answer at once (a copy of a block already being
+    /// validated: the primary's verdict has no head start worth waiting for).
+    pub hedged: bool,
+}
+
+impl Plan {
+    /// `targets` get the request; the upstreams in `order` answer by `policy`.
+    pub fn new(targets: UpstreamSet, order: Vec<usize>, policy: AnswerPolicy) -> Plan {
+        Plan {
+            targets,
+            order,
+            policy,
+            known: Vec::new(),
+            awaiting: Vec::new(),
+            payload: None,
+            alternates: Vec::new(),
+            hedged: false,
+        }
+    }
 }
 
 /// What the tracker made of a request, for logging.
@@ -137,9 +184,12 @@ pub struct Router {
     blocks: BlockSlots,
     /// The head last forwarded from the best beacon node.
     best_head: Option<Hash32>,
-    payload_owners: RecentMap<[u8; 8], UpstreamSet>,
-    /// Per upstream: blocks delivered, with the answer once known.
-    delivered: Vec<RecentMap<Hash32, Option<Vec<u8>>>>,
+    /// Payload ids, each with the upstream that issued it and the fork choice it answered.
+    builds: RecentMap<[u8; 8], (usize, u64)>,
+    /// Per fork choice with attributes: the payload id each upstream issued for it.
+    build_siblings: RecentMap<u64, Vec<(usize, [u8; 8])>>,
+    /// Per upstream: payloads delivered, with the final verdict once known.
+    delivered: Vec<RecentMap<PayloadKey, Delivery>>,
     /// First status seen per (method kind, hash), to spot upstreams that disagree.
     verdicts: RecentMap<(bool, Hash32), PayloadStatus>,
     /// Recent forwarded payloads, oldest first, for catch-up.
@@ -166,7 +216,8 @@ impl Router {
             tracker: BeaconTracker::new(tracker),
             blocks: BlockSlots::new(),
             best_head: None,
-            payload_owners: RecentMap::new(MAX_PAYLOAD_IDS),
+            builds: RecentMap::new(MAX_PAYLOAD_IDS),
+            build_siblings: RecentMap::new(MAX_PAYLOAD_IDS),
             delivered: (0..upstreams)
                 .map(|_| RecentMap::new(MAX_DELIVERED_BLOCKS))
                 .collect(),
@@ -203,7 +254,13 @@ impl Router {
                     self.recent_payload_bytes -= old.body.len();
                 }
             }
-            Method::ForkchoiceUpdated(_) if forwarded && self.tracker.is_best(&request.beacon) => {
+            // Only a plain fork choice is replayed: attributes in a replay would start a build
+            // nobody asked for, long after its slot.
+            Method::ForkchoiceUpdated(_)
+                if forwarded
+                    && !call.has_payload_attributes
+                    && self.tracker.is_best(&request.beacon) =>
+            {
                 self.last_forkchoice = Some(Rc::clone(request));
             }
             _ => {}
@@ -211,19 +268,24 @@ impl Router {
     }
 
     /// What `upstream` missed: recent payloads it has not been given (oldest first), then the
-    /// followed head, so it resumes at the head instead of waiting for devp2p sync. The
-    /// payloads are marked as delivered to it.
-    pub fn catch_up(&mut self, upstream: usize) -> Vec<Rc<Request>> {
+    /// followed head, so it resumes at the head instead of waiting for devp2p sync. After an
+    /// outage (`everything`), every recent payload goes again: a restart from an older
+    /// snapshot lost blocks the proxy delivered, and an execution client answers a payload it
+    /// has at once. The payloads are marked as delivered to it.
+    pub fn catch_up(&mut self, upstream: usize, everything: bool) -> Vec<Rc<Request>> {
         let Some(delivered) = self.delivered.get_mut(upstream) else {
             return Vec::new();
         };
         let mut missing = Vec::new();
         for request in &self.recent_payloads {
-            let Some(hash) = request.call.as_ref().and_then(|c| c.block_hash) else {
+            let Some(key) = request.call.as_ref().and_then(payload_key) else {
                 continue;
             };
-            if delivered.get(&hash).is_none() {
-                delivered.insert(hash, None);
+            // A payload queued or in flight to it goes anyway; one with a verdict goes again
+            // only after an outage.
+            let again = everything && matches!(delivered.get(&key), Some(Delivery::Final(_)));
+            if again || delivered.get(&key).is_none() {
+                delivered.insert(key, Delivery::InFlight);
                 missing.push(Rc::clone(request));
             }
         }
@@ -303,28 +365,39 @@ impl Router {
         self.apply_ack_mode(route, call)
     }
 
-    /// An upstream answered `call`: remember what later routing needs. Returns true when its
-    /// payload status differs from another upstream's for the same block or head.
-    pub fn on_answer(&mut self, upstream: usize, call: &Call, body: &[u8]) -> bool {
+    /// An upstream answered `call` (`serial` names the request, `class` says how the answer
+    /// counts): remember what later routing needs. Returns true when its payload status differs
+    /// from another upstream's for the same block or head.
+    pub fn on_answer(
+        &mut self,
+        upstream: usize,
+        serial: u64,
+        call: &Call,
+        class: Class,
+        body: &[u8],
+    ) -> bool {
         let answer = rpc::inspect_answer(call.method, body);
         if let (Some(id), Method::ForkchoiceUpdated(_)) = (answer.payload_id, call.method) {
-            let mut owners = self.payload_owners.get(&id).copied().unwrap_or_default();
-            owners.insert(upstream);
-            self.payload_owners.insert(id, owners);
+            self.builds.insert(id, (upstream, serial));
+            let mut siblings = self.build_siblings.remove(&serial).unwrap_or_default();
+            siblings.push((upstream, id));
+            self.build_siblings.insert(serial, siblings);
+        }
+        if let (Some(key), Some(delivered)) = (payload_key(call), self.delivered.get_mut(upstream))
+        {
+            match class {
+                Class::Final => delivered.insert(key, Delivery::Final(body.to_vec())),
+                // No verdict on the block yet (or none at all): the next copy goes there again.
+                Class::Tentative | Class::Refusal | Class::Broken(_) => {
+                    delivered.remove(&key);
+                }
+            }
         }
         let key = match call.method {
             Method::NewPayload(_) => call.block_hash.map(|hash| (true, hash)),
             Method::ForkchoiceUpdated(_) => call.head_block_hash.map(|hash| (false, hash)),
             _ => None,
         };
-        if let (Some((true, hash)), Some(delivered)) = (key, self.delivered.get_mut(upstream)) {
-            if answer.error_code.is_none() {
-                delivered.insert(hash, Some(body.to_vec()));
-            } else {
-                // An error is no verdict on the block: let the next copy through.
-                delivered.remove(&hash);
-            }
-        }
         let (Some(key), Some(status)) = (key, answer.status) else {
             return false;
         };
@@ -339,10 +412,9 @@ impl Router {
 
     /// A `newPayload` leg failed: the next copy of that block may go to that upstream again.
     pub fn on_failure(&mut self, upstream: usize, call: &Call) {
-        if let (Method::NewPayload(_), Some(hash)) = (call.method, call.block_hash) {
-            if let Some(delivered) = self.delivered.get_mut(upstream) {
-                delivered.remove(&hash);
-            }
+        if let (Some(key), Some(delivered)) = (payload_key(call), self.delivered.get_mut(upstream))
+        {
+            delivered.remove(&key);
         }
     }
 
@@ -383,41 +455,15 @@ impl Router {
                     AnswerPolicy::Primary,
                 )
             }
-            Method::NewPayload(_) | Method::OtherBuilder => {
-                let Some(hash) = call.block_hash else {
-                    return exchange(
-                        clients.union(proxies),
-                        ordered(clients, primary),
-                        AnswerPolicy::Primary,
-                    );
-                };
-                let primary_available = primary
-                    .and_then(|p| upstreams.get(p))
-                    .is_some_and(|u| u.available);
-                self.route_new_payload(call, hash, primary, primary_available, clients, proxies)
-            }
-            Method::GetPayload(_) => {
-                let owners = call
-                    .payload_id
-                    .and_then(|id| self.payload_owners.get(&id).copied())
-                    .unwrap_or_default();
-                let owner = owners
-                    .iter()
-                    .find(|&i| upstreams.get(i).is_some_and(|u| u.available))
-                    .or_else(|| owners.iter().next());
-                match owner {
-                    Some(owner) => exchange(proxies, single(Some(owner)), AnswerPolicy::Primary),
-                    None => Route::Local {
-                        body: rpc::error_body(
-                            &call.id,
-                            rpc::code::UNKNOWN_PAYLOAD,
-                            "Unknown payload",
-                        ),
-                        targets: proxies,
-                        reason: "payload id issued by no execution client",
-                    },
-                }
-            }
+            Method::NewPayload(_) | Method::OtherBuilder => match payload_key(call) {
+                Some(key) => self.route_new_payload(key, call, primary, clients, proxies),
+                None => exchange(
+                    clients.union(proxies),
+                    ordered(clients, primary),
+                    AnswerPolicy::Primary,
+                ),
+            },
+            Method::GetPayload(_) => self.route_get_payload(call, upstreams, proxies),
             Method::GetClientVersion(_) => exchange(
                 clients.union(proxies),
                 ordered(clients, primary),
@@ -434,54 +480,78 @@ impl Router {
         }
     }
 
-    /// Each block goes to each execution client once; copies from other beacon nodes are
-    /// answered from memory.
+    /// Each payload goes to each execution client once. A copy from another beacon node takes
+    /// the verdicts already given on it, waits for those being formed, and goes to the
+    /// execution clients that have not had it (or gave no final verdict).
     fn route_new_payload(
         &mut self,
+        key: PayloadKey,
         call: &Call,
-        hash: Hash32,
         primary: Option<usize>,
-        primary_available: bool,
         clients: UpstreamSet,
         proxies: UpstreamSet,
     ) -> Route {
-        let mut fresh = UpstreamSet::EMPTY;
+        let mut plan = Plan::new(proxies, ordered(clients, primary), AnswerPolicy::Primary);
         for index in clients.iter() {
             let Some(delivered) = self.delivered.get_mut(index) else {
                 continue;
             };
-            if delivered.get(&hash).is_none() {
-                delivered.insert(hash, None);
-                fresh.insert(index);
-            }
-        }
-        match primary {
-            Some(p) if !fresh.contains(p) => {
-                let delivery = self.delivered.get(p).and_then(|d| d.get(&hash));
-                match delivery {
-                    // Being validated by a primary that is up: wait for its verdict.
-                    Some(None) if primary_available => Route::Await {
-                        upstream: p,
-                        hash,
-                        targets: fresh.union(proxies),
-                    },
-                    answer => Route::Local {
-                        body: answer
-                            .and_then(|answer| answer.as_ref())
-                            .and_then(|answer| rpc::rewrite_id(answer, &call.id))
-                            .or_else(|| rpc::syncing_body(call.method, &call.id))
-                            .unwrap_or_else(|| rpc::immediate_body(call)),
-                        targets: fresh.union(proxies),
-                        reason: "block already delivered",
-                    },
+            match delivered.get(&key) {
+                None => {
+                    delivered.insert(key, Delivery::InFlight);
+                    plan.targets.insert(index);
+                }
+                Some(Delivery::InFlight) => plan.awaiting.push(index),
+                Some(Delivery::Final(body)) => {
+                    if let Some(body) = rpc::rewrite_id(body, &call.id) {
+                        plan.known.push((index, body));
+                    }
                 }
             }
-            _ => exchange(
-                fresh.union(proxies),
-                ordered(fresh, primary),
-                AnswerPolicy::Primary,
-            ),
         }
+        plan.hedged = !plan.awaiting.is_empty() || !plan.known.is_empty();
+        plan.payload = Some(key);
+        Route::Exchange(plan)
+    }
+
+    /// `getPayload` goes to the execution client that issued the id; the others that built for
+    /// the same fork choice (under ids of their own) stand by with their payloads.
+    fn route_get_payload(
+        &mut self,
+        call: &Call,
+        upstreams: &[UpstreamView],
+        proxies: UpstreamSet,
+    ) -> Route {
+        let build = call.payload_id.and_then(|id| self.builds.get(&id).copied());
+        let Some((owner, serial)) = build else {
+            return Route::Local {
+                body: rpc::error_body(&call.id, rpc::code::UNKNOWN_PAYLOAD, "Unknown payload"),
+                targets: proxies,
+                reason: "payload id issued by no execution client",
+            };
+        };
+        let mut targets = proxies;
+        targets.insert(owner);
+        let mut plan = Plan::new(targets, vec![owner], AnswerPolicy::Primary);
+        let siblings = self
+            .build_siblings
+            .get(&serial)
+            .cloned()
+            .unwrap_or_default();
+        for (index, id) in siblings {
+            let usable = upstreams
+                .get(index)
+                .is_some_and(|u| u.available && !u.is_proxy);
+            if index != owner && usable {
+                plan.order.push(index);
+                plan.targets.insert(index);
+                plan.alternates.push((
+                    index,
+                    rpc::get_payload_body(&call.id, &call.method_name, &id),
+                ));
+            }
+        }
+        Route::Exchange(plan)
     }
 
     fn apply_ack_mode(&self, route: Route, call: Option<&Call>) -> Route {
@@ -491,42 +561,43 @@ impl Router {
             AckMode::Primary => return route,
         };
         match (route, policy) {
-            (Route::Exchange { targets, .. } | Route::Await { targets, .. }, None) => {
-                Route::Local {
-                    body: match call {
-                        Some(call) => rpc::immediate_body(call),
-                        None => rpc::error_body(
-                            b"null",
-                            rpc::code::INTERNAL_ERROR,
-                            "sync-proxy --ack immediate: batch queued for delivery, not answered",
-                        ),
-                    },
-                    targets,
-                    reason: "--ack immediate",
-                }
-            }
-            (
-                Route::Exchange {
-                    targets,
-                    order,
-                    policy: AnswerPolicy::Primary,
+            (Route::Exchange(plan), None) => Route::Local {
+                body: match call {
+                    Some(call) => rpc::immediate_body(call),
+                    None => rpc::error_body(
+                        b"null",
+                        rpc::code::INTERNAL_ERROR,
+                        "sync-proxy --ack immediate: batch queued for delivery, not answered",
+                    ),
                 },
-                Some(majority),
-            ) => Route::Exchange {
-                targets,
-                order,
-                policy: majority,
+                targets: plan.targets,
+                reason: "--ack immediate",
             },
+            (Route::Exchange(mut plan), Some(majority)) => {
+                if plan.policy == AnswerPolicy::Primary {
+                    plan.policy = majority;
+                }
+                Route::Exchange(plan)
+            }
             (route, _) => route,
         }
     }
 }
 
-/// The first execution client not known to be down, else the first one at all.
+/// The dedup key of a `newPayload` call.
+pub fn payload_key(call: &Call) -> Option<PayloadKey> {
+    match (call.method, call.block_hash) {
+        (Method::NewPayload(version), Some(hash)) => Some((version, hash, call.params_digest)),
+        _ => None,
+    }
+}
+
+/// The first healthy execution client, else the first available, else the first at all.
 fn primary(upstreams: &[UpstreamView]) -> Option<usize> {
     let clients = || upstreams.iter().enumerate().filter(|(_, u)| !u.is_proxy);
     clients()
-        .find(|(_, u)| u.available)
+        .find(|(_, u)| u.healthy && u.available)
+        .or_else(|| clients().find(|(_, u)| u.available))
         .or_else(|| clients().next())
         .map(|(i, _)| i)
 }
@@ -557,11 +628,7 @@ fn exchange(extra: UpstreamSet, order: Vec<usize>, policy: AnswerPolicy) -> Rout
     for &index in &order {
         targets.insert(index);
     }
-    Route::Exchange {
-        targets,
-        order,
-        policy,
-    }
+    Route::Exchange(Plan::new(targets, order, policy))
 }
 
 #[cfg(test)]
@@ -587,6 +654,7 @@ mod tests {
             UpstreamView {
                 is_proxy: false,
                 available: true,
+                healthy: true,
             };
             n
         ]
@@ -623,11 +691,20 @@ mod tests {
 
     fn targets_of(route: &Route) -> Vec<usize> {
         match route {
-            Route::Local { targets, .. }
-            | Route::Exchange { targets, .. }
-            | Route::Await { targets, .. } => targets.iter().collect(),
+            Route::Local { targets, .. } | Route::Exchange(Plan { targets, .. }) => {
+                targets.iter().collect()
+            }
         }
     }
+
+    fn plan(route: Route) -> Plan {
+        match route {
+            Route::Exchange(plan) => plan,
+            other => panic!("expected an exchange, got {other:?}"),
+        }
+    }
+
+    const VALID: &[u8] = br#"{"jsonrpc":"2.0","id":1,"result":{"status":"VALID","latestValidHash":null,"validationError":null}}"#;
 
     /// Observes then routes, as the handler does.
     fn send(router: &mut Router, beacon: &str, call: &Call, now: Instant) -> Route {
@@ -648,8 +725,11 @@ mod tests {
     }
 
     #[test]
-    fn primary_is_first_available_client() {
+    fn primary_is_first_healthy_client() {
         let mut views = clients(3);
+        views[0].healthy = false;
+        assert_eq!(primary(&views), Some(1), "a demoted client is not primary");
+        views[0].healthy = true;
         views[0].available = false;
         assert_eq!(primary(&views), Some(1));
         views[1].is_proxy = true;
@@ -666,19 +746,10 @@ mod tests {
     fn forkchoice_from_best_goes_everywhere_primary_answers() {
         let mut router = router(AckMode::Primary);
         let now = Instant::now();
-        let route = send(&mut router, "bn-a", &forkchoice(1, 0xaa), now);
-        assert_eq!(
-            route,
-            Route::Exchange {
-                targets: {
-                    let mut s = UpstreamSet::EMPTY;
-                    (0..3).for_each(|i| s.insert(i));
-                    s
-                },
-                order: vec![0, 1, 2],
-                policy: AnswerPolicy::Primary,
-            }
-        );
+        let plan = plan(send(&mut router, "bn-a", &forkchoice(1, 0xaa), now));
+        assert_eq!(plan.targets.iter().collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(plan.order, [0, 1, 2]);
+        assert_eq!(plan.policy, AnswerPolicy::Primary);
     }
 
     #[test]
@@ -701,40 +772,71 @@ mod tests {
     }
 
     #[test]
-    fn new_payload_goes_to_each_client_once_and_repeats_get_the_cached_answer() {
+    fn new_payload_goes_to_each_client_once_and_repeats_get_the_final_verdicts() {
         let mut router = router(AckMode::Primary);
         let now = Instant::now();
         let first = new_payload(1, 0xcc, 100);
         let route = send(&mut router, "bn-a", &first, now);
         assert_eq!(targets_of(&route), [0, 1, 2]);
-        let answer = br#"{"jsonrpc":"2.0","id":1,"result":{"status":"VALID","latestValidHash":null,"validationError":null}}"#;
         for upstream in 0..3 {
-            assert!(!router.on_answer(upstream, &first, answer));
+            assert!(!router.on_answer(upstream, 1, &first, Class::Final, VALID));
         }
-        let repeat = send(&mut router, "bn-b", &new_payload(7, 0xcc, 100), now);
-        let Route::Local { body, targets, .. } = repeat else {
-            panic!("{repeat:?}");
-        };
-        assert!(targets.is_empty(), "no client gets the block twice");
-        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let repeat = plan(send(&mut router, "bn-b", &new_payload(7, 0xcc, 100), now));
+        assert!(repeat.targets.is_empty(), "no client gets the block twice");
+        assert_eq!(repeat.known.len(), 3);
+        let body: serde_json::Value = serde_json::from_slice(&repeat.known[0].1).unwrap();
         assert_eq!(body["id"], 7, "re-addressed to the new request");
         assert_eq!(body["result"]["status"], "VALID");
     }
 
     #[test]
-    fn new_payload_copy_while_primary_validates_awaits_its_verdict() {
+    fn new_payload_answered_syncing_goes_again() {
+        let mut router = router(AckMode::Primary);
+        let now = Instant::now();
+        let first = new_payload(1, 0xcd, 100);
+        send(&mut router, "bn-a", &first, now);
+        let syncing = br#"{"jsonrpc":"2.0","id":1,"result":{"status":"SYNCING"}}"#;
+        router.on_answer(0, 1, &first, Class::Tentative, syncing);
+        for upstream in 1..3 {
+            router.on_answer(upstream, 1, &first, Class::Final, VALID);
+        }
+        let repeat = plan(send(&mut router, "bn-b", &new_payload(7, 0xcd, 100), now));
+        assert_eq!(
+            repeat.targets.iter().collect::<Vec<_>>(),
+            [0],
+            "only a final verdict is kept"
+        );
+    }
+
+    #[test]
+    fn new_payload_with_other_parameters_is_another_payload() {
+        let mut router = router(AckMode::Primary);
+        let now = Instant::now();
+        let first = new_payload(1, 0xce, 100);
+        send(&mut router, "bn-a", &first, now);
+        for upstream in 0..3 {
+            router.on_answer(upstream, 1, &first, Class::Final, VALID);
+        }
+        let other = call(&format!(
+            r#"{{"jsonrpc":"2.0","id":2,"method":"engine_newPayloadV3","params":[{{"blockHash":"{}","timestamp":"0x{:x}"}},["{}"],"{}"]}}"#,
+            hash(0xce),
+            GENESIS + 100 * 12,
+            hash(9),
+            hash(0)
+        ));
+        let route = send(&mut router, "bn-b", &other, now);
+        assert_eq!(targets_of(&route), [0, 1, 2], "other versioned hashes");
+    }
+
+    #[test]
+    fn new_payload_copy_while_clients_validate_awaits_their_verdicts() {
         let mut router = router(AckMode::Primary);
         let now = Instant::now();
         send(&mut router, "bn-a", &new_payload(1, 0xab, 100), now);
-        let copy = send(&mut router, "bn-b", &new_payload(2, 0xab, 100), now);
-        let Route::Await {
-            upstream, targets, ..
-        } = copy
-        else {
-            panic!("{copy:?}");
-        };
-        assert_eq!(upstream, 0);
-        assert!(targets.is_empty());
+        let copy = plan(send(&mut router, "bn-b", &new_payload(2, 0xab, 100), now));
+        assert_eq!(copy.awaiting, [0, 1, 2]);
+        assert!(copy.targets.is_empty());
+        assert!(copy.hedged, "any client's final verdict answers a copy");
     }
 
     #[test]
@@ -755,34 +857,36 @@ mod tests {
         send(&mut router, "bn-a", &first, Instant::now());
         let valid = br#"{"jsonrpc":"2.0","id":1,"result":{"status":"VALID"}}"#;
         let invalid = br#"{"jsonrpc":"2.0","id":1,"result":{"status":"INVALID"}}"#;
-        assert!(!router.on_answer(0, &first, valid));
-        assert!(router.on_answer(1, &first, invalid));
+        assert!(!router.on_answer(0, 1, &first, Class::Final, valid));
+        assert!(router.on_answer(1, 1, &first, Class::Final, invalid));
     }
 
     #[test]
-    fn get_payload_goes_to_the_issuer_unknown_is_answered_38001() {
+    fn get_payload_goes_to_the_issuer_then_to_others_that_built() {
         let mut router = router(AckMode::Primary);
         let now = Instant::now();
         let fcu = forkchoice(1, 0x11);
         send(&mut router, "bn-a", &fcu, now);
         let issued = br#"{"jsonrpc":"2.0","id":1,"result":{"payloadStatus":{"status":"VALID"},"payloadId":"0x0102030405060708"}}"#;
-        router.on_answer(2, &fcu, issued);
+        router.on_answer(2, 41, &fcu, Class::Final, issued);
+        let other = br#"{"jsonrpc":"2.0","id":1,"result":{"payloadStatus":{"status":"VALID"},"payloadId":"0x1112131415161718"}}"#;
+        router.on_answer(0, 41, &fcu, Class::Final, other);
         let get = call(
             r#"{"jsonrpc":"2.0","id":5,"method":"engine_getPayloadV4","params":["0x0102030405060708"]}"#,
         );
-        let route = send(&mut router, "bn-a", &get, now);
+        let plan = plan(send(&mut router, "bn-a", &get, now));
         assert_eq!(
-            route,
-            Route::Exchange {
-                targets: {
-                    let mut s = UpstreamSet::EMPTY;
-                    s.insert(2);
-                    s
-                },
-                order: vec![2],
-                policy: AnswerPolicy::Primary
-            }
+            plan.order,
+            [2, 0],
+            "the issuer first, then the other builder"
         );
+        assert_eq!(plan.alternates.len(), 1);
+        let (index, body) = &plan.alternates[0];
+        assert_eq!(*index, 0);
+        let body: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(body["params"][0], "0x1112131415161718");
+        assert_eq!(body["id"], 5);
+        assert_eq!(body["method"], "engine_getPayloadV4");
         let unknown = call(
             r#"{"jsonrpc":"2.0","id":6,"method":"engine_getPayloadV4","params":["0x0a0a0a0a0a0a0a0a"]}"#,
         );
@@ -829,13 +933,7 @@ mod tests {
             &new_payload(1, 0x33, 100),
             Instant::now(),
         );
-        assert!(matches!(
-            route,
-            Route::Exchange {
-                policy: AnswerPolicy::Majority,
-                ..
-            }
-        ));
+        assert_eq!(plan(route).policy, AnswerPolicy::Majority);
     }
 
     #[test]
@@ -854,6 +952,7 @@ mod tests {
                 beacon: Rc::from("bn-a"),
                 via: None,
                 received_at: now,
+                serial: 0,
             });
             router.remember(&request, true);
             requests.push(request);
@@ -869,19 +968,33 @@ mod tests {
                 beacon: Rc::from("bn-a"),
                 via: None,
                 received_at: now,
+                serial: 0,
             }),
             true,
         );
         // Client 1 lost the first two payloads (e.g. dropped from a full queue).
         router.on_failure(1, requests[0].call.as_ref().unwrap());
         router.on_failure(1, requests[1].call.as_ref().unwrap());
-        let missed = router.catch_up(1);
+        let missed = router.catch_up(1, false);
         let ids: Vec<String> = missed
             .iter()
             .map(|r| String::from_utf8_lossy(&r.call.as_ref().unwrap().id).into_owned())
             .collect();
         assert_eq!(ids, ["0", "1", "9"]);
-        assert!(router.catch_up(1).is_empty(), "marked as delivered");
-        assert!(router.catch_up(0).is_empty(), "client 0 missed nothing");
+        assert!(router.catch_up(1, false).is_empty(), "marked as delivered");
+        assert!(
+            router.catch_up(0, false).is_empty(),
+            "client 0 missed nothing"
+        );
+        for request in &requests {
+            let call = request.call.as_ref().unwrap();
+            router.on_answer(0, 0, call, Class::Final, VALID);
+        }
+        let all = router.catch_up(0, true);
+        assert_eq!(
+            all.len(),
+            4,
+            "after an outage, every recent payload with a verdict, and the head"
+        );
     }
 }

@@ -62,6 +62,9 @@ pub struct Call {
     pub has_payload_attributes: bool,
     /// `getPayload` `params[0]`, the 8-byte payload id.
     pub payload_id: Option<[u8; 8]>,
+    /// A digest of `params[1..]` (whitespace aside): a `newPayload`'s versioned hashes, beacon
+    /// root and requests, which a verdict on the block depends on as much as on its hash.
+    pub params_digest: u64,
 }
 
 /// A request body that is valid JSON-RPC.
@@ -232,6 +235,16 @@ pub struct Answer {
     pub error_code: Option<i64>,
     /// The answer is valid JSON with a `result` member and no `error`: the call succeeded.
     pub has_result: bool,
+    /// A digest of the answer's raw `id` text ([`id_digest`]), to tell another request's answer.
+    pub id_digest: Option<u64>,
+}
+
+/// A digest of a raw JSON `id` text (FNV-1a), to compare an answer's id with the request's
+/// without keeping either.
+pub fn id_digest(raw: &[u8]) -> u64 {
+    raw.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Reads an execution client's answer to `method`; anything unreadable yields the default.
@@ -283,6 +296,24 @@ pub fn syncing_body(method: Method, id: &[u8]) -> Option<Vec<u8>> {
     }
     body.push(b'}');
     Some(body)
+}
+
+/// `{"jsonrpc":"2.0","id":<id>,"method":<method>,"params":["0x<payload id>"]}`: the same
+/// `getPayload` call for another payload id (an execution client that built for the same fork
+/// choice under its own id).
+pub fn get_payload_body(id: &[u8], method: &str, payload_id: &[u8; 8]) -> Vec<u8> {
+    let id = echo_id(id);
+    let mut body = Vec::with_capacity(96 + id.len() + method.len());
+    body.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    body.extend_from_slice(id);
+    body.extend_from_slice(b",\"method\":");
+    serde_json::to_writer(&mut body, method).expect("a str always serializes into a Vec");
+    body.extend_from_slice(b",\"params\":[\"0x");
+    for byte in payload_id {
+        body.extend_from_slice(format!("{byte:02x}").as_bytes());
+    }
+    body.extend_from_slice(b"\"]}");
+    body
 }
 
 /// The answer sent at once under `--ack immediate`, before any execution client answered.
@@ -901,6 +932,8 @@ struct Envelope<'a> {
     params_shape: Shape<'a>,
     first: Positional<'a>,
     second: Positional<'a>,
+    /// Digest of `params[1..]`, whitespace left out.
+    tail_digest: u64,
 }
 
 impl<'a> Envelope<'a> {
@@ -924,11 +957,25 @@ impl<'a> Envelope<'a> {
         let start = scanner.pos;
         if scanner.peek() == Some(b'[') {
             let (first, second) = (&mut self.first, &mut self.second);
-            scanner.array(|scanner, index| match index {
-                0 => first.read(scanner),
-                1 => second.read(scanner),
-                _ => scanner.value().map(drop),
+            let mut tail = Vec::new();
+            scanner.array(|scanner, index| {
+                let at = scanner.pos;
+                match index {
+                    0 => first.read(scanner)?,
+                    1 => second.read(scanner)?,
+                    _ => drop(scanner.value()?),
+                }
+                if index > 0 {
+                    tail.extend(
+                        scanner.body[at..scanner.pos]
+                            .iter()
+                            .filter(|b| !b.is_ascii_whitespace()),
+                    );
+                    tail.push(b',');
+                }
+                Ok(())
             })?;
+            self.tail_digest = id_digest(&tail);
             self.params_shape = Shape::Array;
         } else {
             self.params_shape = Shape::of(scanner.value()?);
@@ -990,6 +1037,7 @@ impl<'a> Envelope<'a> {
             head_block_hash: None,
             has_payload_attributes: false,
             payload_id: None,
+            params_digest: self.tail_digest,
         };
         if let Err(reason) = self.read_params_into(&mut call) {
             return Err(InspectError::InvalidParams {
@@ -1245,6 +1293,10 @@ fn read_answer(method: Method, body: &[u8]) -> Result<Answer, Malformed> {
             })?;
             has_error = shape != Shape::Null;
             answer.error_code = code;
+            Ok(())
+        }
+        Some(b"id") => {
+            answer.id_digest = Some(id_digest(scanner.value()?));
             Ok(())
         }
         _ => scanner.value().map(drop),
@@ -2219,7 +2271,8 @@ mod tests {
                 status: Some(PayloadStatus::Valid),
                 payload_id: None,
                 error_code: None,
-                has_result: true
+                has_result: true,
+                id_digest: answer.id_digest,
             }
         );
         let invalid = inspect_answer(
@@ -2289,13 +2342,15 @@ mod tests {
                 status: None,
                 payload_id: None,
                 error_code: Some(-38001),
-                has_result: false
+                has_result: false,
+                id_digest: Some(id_digest(b"1")),
             }
         );
         let null_error = br#"{"jsonrpc":"2.0","id":1,"result":{"status":"VALID"},"error":null}"#;
         assert!(inspect_answer(Method::NewPayload(1), null_error).has_result);
         let odd_code = br#"{"jsonrpc":"2.0","id":1,"error":{"code":1.5}}"#;
-        assert_eq!(inspect_answer(Method::Other, odd_code), Answer::default());
+        let odd = inspect_answer(Method::Other, odd_code);
+        assert_eq!((odd.error_code, odd.has_result), (None, false));
         let get_payload = inspect_answer(
             Method::GetPayload(2),
             member(CAPELLA_GET_PAYLOAD, "response").as_bytes(),

@@ -55,6 +55,10 @@ fn upstream(u: &ExecutionClient, now: Instant) -> Value {
     let (health, down_for_ms) = match u.health {
         Health::Unknown => ("unknown", None),
         Health::Up => ("up", None),
+        Health::Demoted { since } => (
+            "demoted",
+            Some(now.saturating_duration_since(since).as_millis() as u64),
+        ),
         Health::Down { since, .. } => (
             "down",
             Some(now.saturating_duration_since(since).as_millis() as u64),
@@ -76,7 +80,6 @@ fn upstream(u: &ExecutionClient, now: Instant) -> Value {
         "failed": u.stats.failed,
         "timeouts": u.stats.timeouts,
         "dropped": u.stats.dropped,
-        "superseded": u.stats.superseded,
         "retried": u.stats.retried,
         "status_mismatches": u.stats.status_mismatches,
     })

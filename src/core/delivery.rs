@@ -13,11 +13,11 @@ use log::{debug, info, trace, warn};
 
 use super::{Core, LinkEvent, LinkId, Output, Timer};
 use crate::engine::{Lane, Method};
-use crate::exchange::LegFailure;
-use crate::execution_client::{Eviction, ExecutionClient};
+use crate::exchange::{Breakage, Class, LegFailure, classify};
+use crate::execution_client::{Eviction, ExecutionClient, HealthChange};
 use crate::outbound::{Response, UpstreamError};
 use crate::request::{ExchangeId, Leg, Request};
-use crate::router::UpstreamSet;
+use crate::router::{UpstreamSet, payload_key};
 use crate::rpc::{self, Call};
 use crate::time::Clock;
 
@@ -100,33 +100,20 @@ impl Core {
                 continue;
             };
             let evicted = upstream.enqueue(leg, self.config.queue_max, self.config.queue_max_bytes);
-            for (leg, why) in evicted {
-                let failure = match why {
-                    Eviction::QueueFull => {
-                        let due = self
-                            .upstreams
-                            .get_mut(index)
-                            .and_then(|u| u.note_drop(clock.now));
-                        if let Some(count) = due {
-                            warn!(
-                                "{}: queue full, dropped {count} request(s), latest {} from {}",
-                                self.names[index],
-                                leg.request.describe(),
-                                leg.request.beacon
-                            );
-                        }
-                        LegFailure::Dropped
-                    }
-                    Eviction::Superseded => {
-                        debug!(
-                            "{}: {} superseded by a newer forkchoiceUpdated",
-                            self.names[index],
-                            leg.request.describe()
-                        );
-                        LegFailure::Superseded
-                    }
-                };
-                self.settle(index, leg, Err(failure), clock);
+            for (leg, Eviction::QueueFull) in evicted {
+                let due = self
+                    .upstreams
+                    .get_mut(index)
+                    .and_then(|u| u.note_drop(clock.now));
+                if let Some(count) = due {
+                    warn!(
+                        "{}: queue full, dropped {count} request(s), latest {} from {}",
+                        self.names[index],
+                        leg.request.describe(),
+                        leg.request.beacon
+                    );
+                }
+                self.settle(index, leg, Err(LegFailure::Dropped), None, clock);
             }
             self.pump(index, lane, clock);
         }
@@ -139,7 +126,7 @@ impl Core {
             .get(index)
             .is_some_and(ExecutionClient::needs_catch_up);
         if lane == Lane::State && behind && self.lane_is_idle(index, lane) {
-            self.catch_up(index);
+            self.catch_up(index, false);
         }
         let Some(upstream) = self.upstreams.get_mut(index) else {
             return;
@@ -307,29 +294,26 @@ impl Core {
         response: Response,
         clock: Clock,
     ) {
+        let class = classify(leg.request.call.as_ref(), &response);
         let Some(upstream) = self.upstreams.get_mut(index) else {
             return;
         };
-        let was_down = !upstream.is_available();
-        if upstream.on_answer(clock.now) {
-            info!("{} is up", upstream.config.url);
-            if was_down {
-                self.catch_up(index);
-            }
+        let change = match (leg.probe && !upstream.is_proxy(), class) {
+            (true, Class::Broken(_)) => upstream.on_bad_answer(clock.now, false),
+            (true, _) => upstream.on_probe_answer(clock.now),
+            (false, Class::Broken(_)) => upstream.on_bad_answer(clock.now, false),
+            (false, _) => upstream.on_engine_answer(clock.now),
+        };
+        let cause = match class {
+            Class::Broken(breakage) => format!("{breakage} for {}", leg.request.describe()),
+            _ => String::new(),
+        };
+        self.on_health_change(index, change, &cause, clock);
+        if lane == Lane::Read && change != HealthChange::Same {
             // State-changing calls held while it was down can go now.
-            if lane == Lane::Read {
-                self.pump(index, Lane::State, clock);
-            }
+            self.pump(index, Lane::State, clock);
         }
-        if !(200..300).contains(&response.status) {
-            debug!(
-                "{}: HTTP {} for {}",
-                self.names[index],
-                response.status,
-                leg.request.describe()
-            );
-        }
-        self.settle(index, leg, Ok(response), clock);
+        self.settle(index, leg, Ok(response), Some(class), clock);
     }
 
     /// A link failed (or timed out) carrying `leg`, if any.
@@ -341,6 +325,10 @@ impl Core {
         retryable: bool,
         clock: Clock,
     ) {
+        let cause = match &leg {
+            Some(leg) => format!("{error} ({})", leg.request.describe()),
+            None => error.to_string(),
+        };
         match leg {
             Some(leg) if retryable && leg.attempts < MAX_ATTEMPTS => {
                 debug!(
@@ -353,13 +341,28 @@ impl Core {
                 }
             }
             Some(leg) => {
-                let cause = format!("{error} ({})", leg.request.describe());
-                self.settle(index, leg, Err(LegFailure::Upstream(error)), clock);
-                self.on_upstream_down(index, &cause, error.is_timeout(), clock);
+                self.settle(index, leg, Err(LegFailure::Upstream(error)), None, clock);
+                let Some(upstream) = self.upstreams.get_mut(index) else {
+                    return;
+                };
+                let change = match error {
+                    // Reachable but not answering in time, or answering garbage: demoted, its
+                    // calls keep flowing (it may be slow, not gone).
+                    UpstreamError::Timeout(_) => upstream.on_bad_answer(clock.now, true),
+                    UpstreamError::BadHead(_) | UpstreamError::BadBody(_) => {
+                        upstream.on_bad_answer(clock.now, false)
+                    }
+                    _ => upstream.on_failure(clock.now, error.is_timeout()),
+                };
+                self.on_health_change(index, change, &cause, clock);
             }
             None => match error {
                 UpstreamError::Connect(_) | UpstreamError::ConnectTimeout => {
-                    self.on_upstream_down(index, &error.to_string(), error.is_timeout(), clock);
+                    let change = match self.upstreams.get_mut(index) {
+                        Some(upstream) => upstream.on_failure(clock.now, error.is_timeout()),
+                        None => return,
+                    };
+                    self.on_health_change(index, change, &cause, clock);
                 }
                 // An idle keep-alive connection closed by the server: routine.
                 _ => trace!("{}: idle connection ended: {error}", self.names[index]),
@@ -367,16 +370,65 @@ impl Core {
         }
     }
 
+    /// Logs a change of an upstream's health and does what it calls for: catch-up when it is
+    /// back, answering the beacon nodes waiting on it when it is down.
+    fn on_health_change(&mut self, index: usize, change: HealthChange, cause: &str, clock: Clock) {
+        let name = &self.names[index];
+        match change {
+            HealthChange::Same => {
+                if !cause.is_empty() {
+                    debug!("{name} still unhealthy: {cause}");
+                }
+            }
+            HealthChange::Up => {
+                info!("{name} is up");
+                self.catch_up(index, false);
+            }
+            HealthChange::UpFromDown => {
+                info!("{name} is up again");
+                self.catch_up(index, true);
+            }
+            HealthChange::Reachable => {
+                info!("{name} is reachable again; not primary until an engine call succeeds");
+                self.catch_up(index, true);
+            }
+            HealthChange::Demoted => {
+                warn!("{name} is unhealthy: {cause}; other execution clients answer for it");
+            }
+            HealthChange::Down => warn!("{name} is down: {cause}"),
+        }
+        if self.upstreams.get(index).is_some_and(|u| !u.is_available()) {
+            self.on_unreachable(index, clock);
+        }
+    }
+
+    /// An upstream cannot be reached: everyone waiting on it is answered by the others now,
+    /// its state-changing calls wait for its return, its reads (stale by then) fail, and
+    /// nothing is sent until a probe is due.
+    fn on_unreachable(&mut self, index: usize, clock: Clock) {
+        let Some(upstream) = self.upstreams.get_mut(index) else {
+            return;
+        };
+        let waiting = upstream.report_queued_unavailable();
+        let reads = upstream.drain_reads();
+        for id in waiting {
+            self.report(id, index, Err(LegFailure::Unavailable), clock.now);
+        }
+        for leg in reads {
+            self.settle(index, leg, Err(LegFailure::Unavailable), None, clock);
+        }
+    }
+
     /// Queues what an upstream missed (recent payloads, then the followed head) ahead of its
-    /// state lane.
-    fn catch_up(&mut self, index: usize) {
+    /// state lane; after an outage (`everything`), every recent payload.
+    fn catch_up(&mut self, index: usize, everything: bool) {
         let Some(upstream) = self.upstreams.get_mut(index) else {
             return;
         };
         if upstream.is_proxy() {
             return;
         }
-        let missed = self.router.catch_up(index);
+        let missed = self.router.catch_up(index, everything);
         if missed.is_empty() {
             return;
         }
@@ -385,7 +437,7 @@ impl Core {
             .filter(|r| matches!(r.method, Method::NewPayload(_)))
             .count();
         info!(
-            "{}: catching up with {payloads} missed payloads, then the followed head",
+            "{}: catching up with {payloads} recent payloads, then the followed head",
             upstream.config.url
         );
         let legs = missed
@@ -398,75 +450,66 @@ impl Core {
         upstream.queue_catch_up(legs);
     }
 
-    /// An upstream failed: mark it down, answer everyone waiting on it, fail its queued reads.
-    fn on_upstream_down(&mut self, index: usize, cause: &str, timed_out: bool, clock: Clock) {
-        let Some(upstream) = self.upstreams.get_mut(index) else {
-            return;
-        };
-        if upstream.on_failure(clock.now, timed_out) {
-            warn!("{} is down: {cause}", upstream.config.url);
-        } else {
-            debug!("{} still down: {cause}", upstream.config.url);
-        }
-        let waiting = upstream.report_queued_unavailable();
-        let reads = upstream.drain_reads();
-        for id in waiting {
-            self.report(id, index, Err(LegFailure::Unavailable), clock.now);
-        }
-        for leg in reads {
-            self.settle(index, leg, Err(LegFailure::Unavailable), clock);
-        }
-    }
-
-    /// Answers the copies of a block other beacon nodes sent while `index` was validating it,
-    /// each with that verdict under its own id (`SYNCING` if the delivery failed).
+    /// Gives the copies of a payload that other beacon nodes sent while `index` was validating
+    /// it this delivery's outcome, re-addressed to each copy's own id.
     fn answer_copies(
         &mut self,
         index: usize,
         call: &Call,
         outcome: &Result<Response, LegFailure>,
+        class: Option<Class>,
         clock: Clock,
     ) {
-        let (Method::NewPayload(_), Some(hash)) = (call.method, call.block_hash) else {
+        let Some(key) = payload_key(call) else {
             return;
         };
-        let Some(copies) = self.block_waiters.remove(&(index, hash)) else {
+        let Some(copies) = self.block_waiters.remove(&(index, key)) else {
             return;
         };
         for (id, request_id) in copies {
-            let verdict = match outcome {
-                Ok(response) if (200..300).contains(&response.status) => {
-                    rpc::rewrite_id(&response.body, &request_id)
+            let outcome = match (outcome, class) {
+                (Ok(response), Some(class)) if class.is_answer() => {
+                    match rpc::rewrite_id(&response.body, &request_id) {
+                        Some(body) => Ok((
+                            Response {
+                                status: response.status,
+                                content_type: None,
+                                body,
+                            },
+                            class,
+                        )),
+                        None => Err(LegFailure::Broken(Breakage::Malformed)),
+                    }
                 }
-                Ok(_) | Err(_) => None,
+                (Ok(_), Some(Class::Broken(breakage))) => Err(LegFailure::Broken(breakage)),
+                (Ok(_), _) => Err(LegFailure::Broken(Breakage::Malformed)),
+                (Err(failure), _) => Err(*failure),
             };
-            let body = verdict
-                .or_else(|| rpc::syncing_body(call.method, &request_id))
-                .unwrap_or_default();
-            let response = Response {
-                status: 200,
-                content_type: None,
-                body,
-            };
-            self.report(id, index, Ok(response), clock.now);
+            self.report(id, index, outcome, clock.now);
         }
     }
 
-    /// Bookkeeping for a leg's outcome, then the waiting exchange, if any.
+    /// Bookkeeping for a leg's outcome (`class`: how its answer counts), then the waiting
+    /// exchange, if any.
     pub(super) fn settle(
         &mut self,
         index: usize,
         leg: Leg,
         outcome: Result<Response, LegFailure>,
+        class: Option<Class>,
         clock: Clock,
     ) {
         if leg.probe {
             return;
         }
         if let Some(call) = &leg.request.call {
-            match &outcome {
-                Ok(response) if (200..300).contains(&response.status) => {
-                    if self.router.on_answer(index, call, &response.body) {
+            match (&outcome, class) {
+                (Ok(response), Some(class)) if class.is_answer() => {
+                    let serial = leg.request.serial;
+                    if self
+                        .router
+                        .on_answer(index, serial, call, class, &response.body)
+                    {
                         if let Some(upstream) = self.upstreams.get_mut(index) {
                             upstream.stats.status_mismatches += 1;
                         }
@@ -477,14 +520,19 @@ impl Core {
                         );
                     }
                 }
-                Ok(_) | Err(_) => self.router.on_failure(index, call),
+                _ => self.router.on_failure(index, call),
             }
-            self.answer_copies(index, call, &outcome, clock);
+            self.answer_copies(index, call, &outcome, class, clock);
         }
         if leg.reported {
             return;
         }
         if let Some(id) = leg.exchange {
+            let outcome = match (outcome, class) {
+                (Ok(response), Some(class)) => Ok((response, class)),
+                (Ok(_), None) => Err(LegFailure::Broken(Breakage::Malformed)),
+                (Err(failure), _) => Err(failure),
+            };
             self.report(id, index, outcome, clock.now);
         }
     }

@@ -37,6 +37,7 @@ use crate::cli;
 use crate::config::Config;
 use crate::core::{Core, LinkId, Output};
 use crate::exchange::ReplyTo;
+use crate::execution_client::Health;
 use crate::http::head::{Framing, parse_request_head, parse_response_head};
 use crate::inbound::{Inbound, Limits};
 use crate::outbound::{Outbound, OutboundEvent, UpstreamError};
@@ -249,6 +250,8 @@ struct Sim {
     next_id: u64,
     next_serial: u64,
     checker: Checker,
+    /// The health the proxy gives each execution client, as last noted.
+    healths: Vec<&'static str>,
     trace: VecDeque<String>,
     report: Report,
 }
@@ -317,6 +320,7 @@ impl Sim {
             next_id: 1,
             next_serial: 0,
             checker,
+            healths: Vec::new(),
             trace: VecDeque::new(),
             report: Report::default(),
             options,
@@ -389,6 +393,19 @@ impl Sim {
                     if let Some(event) = self.events.remove(&id) {
                         self.handle(event)?;
                     }
+                }
+            }
+            let healths: Vec<&'static str> = self
+                .core
+                .upstreams()
+                .iter()
+                .map(|u| health_name(u.health))
+                .collect();
+            for (index, health) in healths.into_iter().enumerate() {
+                if self.healths.get(index) != Some(&health) {
+                    self.healths.resize(self.els.len(), "unknown");
+                    self.healths[index] = health;
+                    self.note(format!("proxy sees {} as {health}", self.els[index].name));
                 }
             }
             let switches = self.core.router().tracker().switches();
@@ -1220,6 +1237,15 @@ fn frame(status: u16, body: &[u8], chunked: bool) -> Vec<u8> {
     }
     out.extend_from_slice(b"0\r\n\r\n");
     out
+}
+
+fn health_name(health: Health) -> &'static str {
+    match health {
+        Health::Unknown => "unknown",
+        Health::Up => "up",
+        Health::Demoted { .. } => "demoted",
+        Health::Down { .. } => "down",
+    }
 }
 
 fn short(hash: &[u8; 32]) -> String {

@@ -413,7 +413,7 @@ log "SUMMARY: ran $(( $(date +%s) - T0 ))s (slots of ${SLOT_SECONDS}s); EL heads
   "exchangeTransitionConfigurationV1 warnings (EL lacks it) $TRANSITION_WARN"
 grep -E '^sync_proxy_(requests_total|local_answers_total|ignored_slot_claims_total|beacon_switches_total|answers_total)' "$RUN/metrics.txt" | grep -v ' 0$' | tr '\n' ' ' >&2; echo >&2
 jq -c '.beacons[] | {id, slot, requests, followed}' "$S" >&2
-jq -c '.upstreams[] | {url, health, sent, answered, failed, timeouts, dropped, superseded, retried, status_mismatches}' "$S" >&2
+jq -c '.upstreams[] | {url, health, sent, answered, failed, timeouts, dropped, retried, status_mismatches}' "$S" >&2
 log "peak RSS:$PEAKS (sum $TOTAL_PEAK MiB)"
 if [ ${#PROBLEMS[@]} -gt 0 ]; then
   fail "${#PROBLEMS[@]} check(s) failed: ${PROBLEMS[*]}"

@@ -38,6 +38,8 @@ fn fork_choice_from_a_beacon_that_is_not_followed_is_answered_syncing() {
     assert_eq!(same["result"]["payloadStatus"]["status"], "VALID");
     assert!(same["result"]["payloadId"].is_string());
     for el in [&el0, &el1] {
+        // The answer came from one of them; the other may still be on its way.
+        el.wait_for(3, WAIT);
         let fcus = el.received_method("engine_forkchoiceUpdatedV3");
         let ids: Vec<u64> = fcus.iter().map(|r| r.id().unwrap()).collect();
         assert_eq!(ids, [2, 4], "only the followed head reached the ELs");
@@ -105,8 +107,22 @@ fn get_payload_goes_to_the_el_that_issued_the_id() {
     )
     .json();
     assert_eq!(from_el0["result"]["executionPayload"]["builtBy"], "el-0");
-    assert_eq!(el0.received_method("engine_getPayloadV4").len(), 1);
-    assert_eq!(el1.received_method("engine_getPayloadV4").len(), 1);
+    // Each call also asks the other execution client for the payload it built for the same
+    // fork choice (under its own id), in case the issuer fails.
+    for (el, own, other) in [(&el0, &primary_id, &el1_id), (&el1, &el1_id, &primary_id)] {
+        let asked: Vec<String> = el
+            .received_method("engine_getPayloadV4")
+            .iter()
+            .map(|r| {
+                serde_json::from_slice::<Value>(&r.body).unwrap()["params"][0]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert!(asked.contains(own), "{asked:?}");
+        assert!(!asked.contains(other), "{asked:?}: only its own ids");
+    }
     let unknown = post(
         proxy.addr(),
         &rpc(

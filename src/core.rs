@@ -17,7 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
@@ -31,6 +31,7 @@ use crate::metrics::Metrics;
 use crate::outbound::{OutboundEvent, Response};
 use crate::request::{ExchangeId, IdMap, Leg, Request};
 use crate::router::{PayloadKey, Plan, Router, UpstreamSet, UpstreamView};
+use crate::rpc::{self, Hash32};
 use crate::status;
 use crate::time::Clock;
 use crate::timer::TimerQueue;
@@ -88,6 +89,20 @@ enum Timer {
     Link(LinkId),
 }
 
+/// How long a plain fork choice from a beacon node that is not followed waits for the followed
+/// one to name the same head: beacon nodes on one gossip network import a block within tens of
+/// milliseconds of each other, and the fork choice follows the payload's verdict.
+const FOLLOW_WAIT: Duration = Duration::from_millis(1_000);
+
+/// A fork choice held for the followed beacon node to name its head.
+#[derive(Debug)]
+struct Held {
+    to: ReplyTo,
+    request: Rc<Request>,
+    head: Hash32,
+    deadline: Instant,
+}
+
 /// Copies of a payload waiting for an upstream's verdict on it, by (upstream, payload): each the
 /// waiting exchange and its request's id.
 type BlockWaiters = HashMap<(usize, PayloadKey), Vec<(ExchangeId, Box<[u8]>)>>;
@@ -116,6 +131,10 @@ pub struct Core {
     open_connections: usize,
     shutdown_deadline: Option<Instant>,
     outputs: VecDeque<Output>,
+    /// Fork choices held for the followed beacon node to name their head.
+    held: Vec<Held>,
+    /// Fork choices of other beacon nodes that take an exchange's answer, by exchange.
+    followers: IdMap<Vec<(ReplyTo, Box<[u8]>)>>,
 }
 
 impl Core {
@@ -151,6 +170,8 @@ impl Core {
             open_connections: 0,
             shutdown_deadline: None,
             outputs: VecDeque::new(),
+            held: Vec::new(),
+            followers: IdMap::default(),
             config,
         }
     }
@@ -214,6 +235,7 @@ impl Core {
             .chain(drop_logs)
             .chain(self.router.deadline())
             .chain(self.shutdown_deadline)
+            .chain(self.held.iter().map(|h| h.deadline))
             .min()
     }
 
@@ -241,15 +263,7 @@ impl Core {
         peer: SocketAddr,
         clock: Clock,
     ) {
-        let views: Vec<UpstreamView> = self
-            .upstreams
-            .iter()
-            .map(|u| UpstreamView {
-                is_proxy: u.is_proxy(),
-                available: u.is_available(),
-                healthy: u.is_healthy(),
-            })
-            .collect();
+        let views = self.views();
         let mut context = Context {
             config: &self.config,
             router: &mut self.router,
@@ -271,14 +285,93 @@ impl Core {
             } => {
                 self.answer(to, answer, clock.now);
                 self.remember(&request, targets);
-                self.dispatch(&request, targets, None, clock);
+                self.dispatch(&request, targets, None, false, clock);
             }
-            Action::Exchange { request, plan } => self.open_exchange(to, request, plan, clock),
+            Action::Exchange { request, plan } => {
+                let head = request
+                    .call
+                    .as_ref()
+                    .filter(|c| !c.has_payload_attributes)
+                    .and_then(|c| c.head_block_hash)
+                    .filter(|h| self.router.is_followed_head(h));
+                let id = self.open_exchange(to, request, plan, clock);
+                if let Some(head) = head {
+                    self.adopt_held(head, id);
+                }
+            }
+            Action::Build { request, plan } => {
+                let clients = plan.targets;
+                let _ = self.open_exchange(to, request, plan, clock);
+                if let Some(followed) = self.router.followed_forkchoice() {
+                    self.dispatch(&followed, clients, None, true, clock);
+                }
+            }
+            Action::Hold { request, head } => self.held.push(Held {
+                to,
+                request,
+                head,
+                deadline: clock.now + FOLLOW_WAIT,
+            }),
+        }
+        self.release_held(clock);
+    }
+
+    /// Answers the held fork choices that waited long enough with `SYNCING`, the proxy's own.
+    fn release_held(&mut self, clock: Clock) {
+        let (expired, held): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|held| held.deadline <= clock.now);
+        self.held = held;
+        for Held { to, request, .. } in expired {
+            let Some(call) = request.call.as_ref() else {
+                continue;
+            };
+            self.metrics.local_answers += 1;
+            let body = rpc::syncing_body(call.method, &call.id).unwrap_or_default();
+            self.answer(to, Answer::json(200, body), clock.now);
         }
     }
 
+    /// The followed node's fork choice on `head` is exchange `id`: the fork choices held for
+    /// the same head take its answer (merged: the same state, no attributes, one delivery).
+    fn adopt_held(&mut self, head: Hash32, id: ExchangeId) {
+        if !self.held.iter().any(|held| held.head == head) {
+            return;
+        }
+        let (adopted, held): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|held| held.head == head);
+        self.held = held;
+        let followers = self.followers.entry(id).or_default();
+        for Held { to, request, .. } in adopted {
+            let request_id = request
+                .call
+                .as_ref()
+                .map_or_else(|| Box::from(&b"null"[..]), |c| c.id.clone());
+            followers.push((to, request_id));
+        }
+    }
+
+    /// The upstreams as routing sees them.
+    fn views(&self) -> Vec<UpstreamView> {
+        self.upstreams
+            .iter()
+            .map(|u| UpstreamView {
+                is_proxy: u.is_proxy(),
+                available: u.is_available(),
+                healthy: u.is_healthy(),
+            })
+            .collect()
+    }
+
     /// Sets up an exchange as `plan` says, sends its legs, and answers if that already decides.
-    fn open_exchange(&mut self, to: ReplyTo, request: Rc<Request>, plan: Plan, clock: Clock) {
+    fn open_exchange(
+        &mut self,
+        to: ReplyTo,
+        request: Rc<Request>,
+        plan: Plan,
+        clock: Clock,
+    ) -> ExchangeId {
         let id = self.next_exchange;
         self.next_exchange += 1;
         let call = request.call.as_ref();
@@ -334,12 +427,13 @@ impl Core {
             });
             let mut only = UpstreamSet::EMPTY;
             only.insert(index);
-            self.dispatch(&alternate, only, Some(id), clock);
+            self.dispatch(&alternate, only, Some(id), false, clock);
             targets = targets.without(index);
         }
         self.remember(&request, targets);
-        self.dispatch(&request, targets, Some(id), clock);
+        self.dispatch(&request, targets, Some(id), false, clock);
         self.try_decide(id, clock.now);
+        id
     }
 
     /// Keeps what catch-up may need of a request sent to `targets`.
@@ -364,7 +458,7 @@ impl Core {
                     if let Some(mut exchange) = self.exchanges.remove(&id) {
                         let answer = exchange.on_timeout();
                         debug!("exchange {id} timed out; answering {}", answer.status);
-                        self.answer(exchange.reply_to, answer, now);
+                        self.finish(id, exchange.reply_to, answer, now);
                     }
                 }
                 Timer::Link(link) => self.on_link_deadline(link, at, clock),
@@ -387,6 +481,7 @@ impl Core {
                 );
             }
         }
+        self.release_held(clock);
         if self.shutdown_deadline.is_none() {
             for index in 0..self.upstreams.len() {
                 if self.upstreams[index].probe_if_due(now) {
@@ -459,7 +554,7 @@ impl Core {
         for id in waiting {
             if let Some(mut exchange) = self.exchanges.remove(&id) {
                 let answer = exchange.on_timeout();
-                self.answer(exchange.reply_to, answer, now);
+                self.finish(id, exchange.reply_to, answer, now);
             }
         }
     }
@@ -544,6 +639,19 @@ impl Core {
             self.metrics.hedged_answers += 1;
         }
         self.exchanges.remove(&id);
+        self.finish(id, to, answer, now);
+    }
+
+    /// Hands an exchange's answer to its beacon node, and to the fork choices of other beacon
+    /// nodes that waited for this one (re-addressed to each one's id).
+    fn finish(&mut self, id: ExchangeId, to: ReplyTo, answer: Answer, now: Instant) {
+        for (follower, request_id) in self.followers.remove(&id).unwrap_or_default() {
+            let body = rpc::rewrite_id(&answer.body, &request_id).unwrap_or_else(|| {
+                let message = "the followed beacon node's fork choice got no answer";
+                rpc::error_body(&request_id, rpc::code::INTERNAL_ERROR, message)
+            });
+            self.answer(follower, Answer::json(answer.status, body), now);
+        }
         self.answer(to, answer, now);
     }
 

@@ -19,7 +19,7 @@ use crate::jwt;
 use crate::metrics::{Metrics, Refusal};
 use crate::request::Request;
 use crate::router::{Plan, Route, Router, UpstreamSet, UpstreamView};
-use crate::rpc::{self, InspectError, Inspected};
+use crate::rpc::{self, Hash32, InspectError, Inspected};
 use crate::time::Clock;
 
 /// Longest chain of sync-proxies a request may pass: deployments chain two or three; a longer
@@ -59,6 +59,21 @@ pub enum Action {
         request: Rc<Request>,
         /// Who gets it, whose answers count and how.
         plan: Plan,
+    },
+    /// As `Exchange`, then restore the followed head: a proposer's build on a node that is not
+    /// followed (`Route::Build`).
+    Build {
+        /// The request, shared by all legs.
+        request: Rc<Request>,
+        /// Who gets it, whose answers count and how.
+        plan: Plan,
+    },
+    /// Hold the request briefly for the followed node to name `head` (`Route::Hold`).
+    Hold {
+        /// The request.
+        request: Rc<Request>,
+        /// The head it names.
+        head: Hash32,
     },
 }
 
@@ -222,6 +237,22 @@ fn rpc_request(
                 answer: Answer::json(200, body),
                 targets,
             }
+        }
+        Route::Build(plan) => {
+            debug!(
+                "{} from {}: a build on a validated head; the followed head is restored after it",
+                request.describe(),
+                request.beacon
+            );
+            Action::Build { request, plan }
+        }
+        Route::Hold { head } => {
+            debug!(
+                "{} from {}: waiting for the followed beacon node to name the same head",
+                request.describe(),
+                request.beacon
+            );
+            Action::Hold { request, head }
         }
         Route::Exchange(plan) => {
             trace!(

@@ -123,6 +123,19 @@ pub enum Route {
     },
     /// The upstreams in `order` answer (first = primary); `targets` get the request.
     Exchange(Plan),
+    /// A fork choice with attributes from a beacon node that is not followed, on a head the
+    /// execution clients validated: delivered so its proposer can build, then the followed
+    /// head is restored at once. The one-writer rule holds: the execution clients' head
+    /// moves only to a validated block, for one build, and the followed node's fork choice
+    /// is the next state call they get.
+    Build(Plan),
+    /// A plain fork choice from a beacon node that is not followed, naming the block the
+    /// followed node is about to confirm (imported a few milliseconds apart): held briefly
+    /// for the followed node's own fork choice, then forwarded, or answered `SYNCING`.
+    Hold {
+        /// The head it names.
+        head: Hash32,
+    },
 }
 
 /// How an exchange is set up: who gets the request, whose answers count and how, and what is
@@ -192,6 +205,8 @@ pub struct Router {
     delivered: Vec<RecentMap<PayloadKey, Delivery>>,
     /// First status seen per (method kind, hash), to spot upstreams that disagree.
     verdicts: RecentMap<(bool, Hash32), PayloadStatus>,
+    /// Blocks an execution client found `VALID`.
+    validated: RecentMap<Hash32, ()>,
     /// Recent forwarded payloads, oldest first, for catch-up.
     recent_payloads: VecDeque<Rc<Request>>,
     recent_payload_bytes: usize,
@@ -222,6 +237,7 @@ impl Router {
                 .map(|_| RecentMap::new(MAX_DELIVERED_BLOCKS))
                 .collect(),
             verdicts: RecentMap::new(MAX_COMPARED_BLOCKS),
+            validated: RecentMap::new(MAX_COMPARED_BLOCKS),
             recent_payloads: VecDeque::new(),
             recent_payload_bytes: 0,
             max_catch_up_bytes,
@@ -401,6 +417,9 @@ impl Router {
         let (Some(key), Some(status)) = (key, answer.status) else {
             return false;
         };
+        if let ((true, hash), PayloadStatus::Valid) = (key, status) {
+            self.validated.insert(hash, ());
+        }
         match self.verdicts.get(&key) {
             Some(first) => *first != status,
             None => {
@@ -435,25 +454,36 @@ impl Router {
     ) -> Route {
         match call.method {
             Method::ForkchoiceUpdated(_) | Method::BuilderPayloadAttributes => {
+                let everyone = exchange(
+                    clients.union(proxies),
+                    ordered(clients, primary),
+                    AnswerPolicy::Primary,
+                );
                 if self.tracker.is_best(beacon) {
                     if call.head_block_hash.is_some() {
                         self.best_head = call.head_block_hash;
                     }
-                } else if call.head_block_hash.is_none() || call.head_block_hash != self.best_head {
-                    // Only the followed beacon node moves the head (the Engine API's one-writer
-                    // rule); others agreeing on it may still start a build.
-                    return Route::Local {
-                        body: rpc::syncing_body(call.method, &call.id)
-                            .unwrap_or_else(|| rpc::immediate_body(call)),
-                        targets: proxies,
-                        reason: "fork choice from a beacon node that is not followed",
+                    return everyone;
+                }
+                let Some(head) = call.head_block_hash else {
+                    return self.not_followed(call, proxies);
+                };
+                if Some(head) == self.best_head {
+                    // The followed head: harmless, and it lets this node's validators build.
+                    return everyone;
+                }
+                if call.has_payload_attributes && self.validated.get(&head).is_some() {
+                    // A proposer on this node builds on a head the execution clients validated;
+                    // the followed head is put back right after (see `Route::Build`).
+                    return match everyone {
+                        Route::Exchange(plan) => Route::Build(plan),
+                        local => local,
                     };
                 }
-                exchange(
-                    clients.union(proxies),
-                    ordered(clients, primary),
-                    AnswerPolicy::Primary,
-                )
+                if !call.has_payload_attributes && self.is_about_to_be_followed(&head) {
+                    return Route::Hold { head };
+                }
+                self.not_followed(call, proxies)
             }
             Method::NewPayload(_) | Method::OtherBuilder => match payload_key(call) {
                 Some(key) => self.route_new_payload(key, call, primary, clients, proxies),
@@ -554,6 +584,43 @@ impl Router {
         Route::Exchange(plan)
     }
 
+    /// The answer to a fork choice that may not move the head: `SYNCING`, the proxy's own.
+    fn not_followed(&self, call: &Call, proxies: UpstreamSet) -> Route {
+        Route::Local {
+            body: rpc::syncing_body(call.method, &call.id)
+                .unwrap_or_else(|| rpc::immediate_body(call)),
+            targets: proxies,
+            reason: "fork choice from a beacon node that is not followed",
+        }
+    }
+
+    /// Whether `head` is a block the followed beacon node is likely about to name: its payload
+    /// was forwarded, for a slot no older than the followed head's (beacon nodes import the
+    /// same block a few milliseconds apart).
+    fn is_about_to_be_followed(&self, head: &Hash32) -> bool {
+        let Some(slot) = self.blocks.slot(head) else {
+            return false;
+        };
+        let followed = self.best_head.and_then(|h| self.blocks.slot(&h));
+        followed.is_none_or(|followed| slot >= followed)
+    }
+
+    /// Whether an execution client found the block `hash` valid.
+    pub fn is_validated(&self, hash: &Hash32) -> bool {
+        self.validated.get(hash).is_some()
+    }
+
+    /// Whether a fork choice held for `head` may go now: the followed node named it.
+    pub fn is_followed_head(&self, head: &Hash32) -> bool {
+        self.best_head == Some(*head)
+    }
+
+    /// The followed beacon node's last plain fork choice, to restore the execution clients'
+    /// head after another node's build.
+    pub fn followed_forkchoice(&self) -> Option<Rc<Request>> {
+        self.last_forkchoice.clone()
+    }
+
     fn apply_ack_mode(&self, route: Route, call: Option<&Call>) -> Route {
         let policy = match self.ack {
             AckMode::Immediate => None,
@@ -561,7 +628,12 @@ impl Router {
             AckMode::Primary => return route,
         };
         match (route, policy) {
-            (Route::Exchange(plan), None) => Route::Local {
+            (Route::Hold { .. }, None) => Route::Local {
+                body: call.map(rpc::immediate_body).unwrap_or_default(),
+                targets: UpstreamSet::EMPTY,
+                reason: "--ack immediate",
+            },
+            (Route::Exchange(plan) | Route::Build(plan), None) => Route::Local {
                 body: match call {
                     Some(call) => rpc::immediate_body(call),
                     None => rpc::error_body(
@@ -691,9 +763,10 @@ mod tests {
 
     fn targets_of(route: &Route) -> Vec<usize> {
         match route {
-            Route::Local { targets, .. } | Route::Exchange(Plan { targets, .. }) => {
-                targets.iter().collect()
-            }
+            Route::Local { targets, .. }
+            | Route::Exchange(Plan { targets, .. })
+            | Route::Build(Plan { targets, .. }) => targets.iter().collect(),
+            Route::Hold { .. } => Vec::new(),
         }
     }
 

@@ -25,6 +25,18 @@ use crate::time::Clock;
 /// on a fresh one (every Engine API call is idempotent); a second failure is the upstream's.
 const MAX_ATTEMPTS: u8 = 2;
 
+/// Whether a leg whose connection failed goes once more on a fresh one. A stale keep-alive
+/// connection (one that served before) failing before any answer byte says nothing about the
+/// upstream. Engine calls are idempotent (a payload is validated again, a fork choice applied
+/// again, a payload returned again), so a connection reset even mid-answer is worth one more
+/// try before another upstream's answer or an error has to do.
+fn is_retryable(leg: &Leg, link: &Link, error: UpstreamError, answer_started: bool) -> bool {
+    let connection_failed = matches!(error, UpstreamError::Closed | UpstreamError::Io(_));
+    let stale = link.served > 0 && !answer_started;
+    connection_failed
+        && (stale || leg.request.method.is_engine() || leg.request.method.lane() == Lane::State)
+}
+
 /// An upstream connection as the core knows it.
 #[derive(Debug)]
 pub(super) struct Link {
@@ -71,12 +83,14 @@ impl Link {
 }
 
 impl Core {
-    /// Queues a leg of `request` at every target and starts whatever can be sent.
+    /// Queues a leg of `request` at every target and starts whatever can be sent; a `replay`
+    /// is a request sent again (a catch-up, or the followed head restored after a build).
     pub(super) fn dispatch(
         &mut self,
         request: &Rc<Request>,
         targets: UpstreamSet,
         exchange: Option<ExchangeId>,
+        replay: bool,
         clock: Clock,
     ) {
         let lane = request.lane();
@@ -85,6 +99,7 @@ impl Core {
                 continue;
             };
             let mut leg = Leg::new(Rc::clone(request), exchange);
+            leg.replay = replay;
             if !upstream.is_available() {
                 // Beacon nodes waiting on it are answered at once; state-changing calls stay
                 // queued for when it returns, reads are pointless later.
@@ -243,9 +258,11 @@ impl Core {
                 let Some(mut link) = self.forget_link(id) else {
                     return;
                 };
-                let reused = link.served > 0;
                 let leg = link.take_leg();
-                self.on_link_failed(index, leg, error, reused && !answer_started, clock);
+                let retryable = leg
+                    .as_ref()
+                    .is_some_and(|leg| is_retryable(leg, &link, error, answer_started));
+                self.on_link_failed(index, leg, error, retryable, clock);
             }
         }
         self.pump(index, lane, clock);
@@ -378,6 +395,11 @@ impl Core {
             HealthChange::Same => {
                 if !cause.is_empty() {
                     debug!("{name} still unhealthy: {cause}");
+                }
+                // A demoted execution client that answers probes again is fed what it missed
+                // now, so its next engine call finds it at the head.
+                if cause.is_empty() && self.upstreams.get(index).is_some_and(|u| !u.is_healthy()) {
+                    self.catch_up(index, false);
                 }
             }
             HealthChange::Up => {

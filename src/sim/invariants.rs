@@ -23,6 +23,10 @@ use crate::rpc::Hash32;
 /// A violated invariant: its name, why it matters, what was seen.
 pub type Failure = (&'static str, &'static str, String);
 
+/// How long the proxy may take to notice an execution client is back: the longest probe
+/// backoff, and a margin.
+const NOTICE_RECOVERY: Duration = Duration::from_secs(6);
+
 /// Healthy this long, an execution client must have every recent payload.
 const CATCH_UP_WITHIN: Duration = Duration::from_secs(24);
 
@@ -100,16 +104,29 @@ impl Checker {
         self.sent.insert(id, sent);
     }
 
-    /// The proxy admitted request `id`; `followed` and `best_head` are the selection after it.
-    pub fn on_admitted(&mut self, id: u64, followed: bool, best_head: Option<Hash32>) {
+    /// The proxy admitted request `id`; `followed` and `best_head` are the selection after it,
+    /// `validated` tells whether an execution client found a block valid.
+    pub fn on_admitted(
+        &mut self,
+        id: u64,
+        followed: bool,
+        best_head: Option<Hash32>,
+        validated: &dyn Fn(&Hash32) -> bool,
+    ) {
         let index = self.next_index;
         self.next_index += 1;
         self.unanswered += 1;
         if let Some(sent) = self.sent.get_mut(&id) {
             sent.index = Some(index);
             sent.followed = followed;
+            // A proposer on a node that is not followed may build on a validated head (the
+            // followed head is restored right after).
             sent.may_move_head = match sent.call {
-                Call::ForkChoice(head, _) => followed || Some(head) == best_head,
+                Call::ForkChoice(head, attributes) => {
+                    followed
+                        || Some(head) == best_head
+                        || (attributes.is_some() && validated(&head))
+                }
                 _ => true,
             };
         }
@@ -165,8 +182,10 @@ impl Checker {
         if !self.answer_rules {
             return None;
         }
+        // Back from a fault, an execution client is noticed by the next probe (backoff up to
+        // 5 s): only one healthy for longer counts.
         let healthy = |el: &ExecutionModel, since: Option<Duration>| {
-            el.fault.is_healthy() && since.is_some_and(|s| s <= sent.sent)
+            el.fault.is_healthy() && since.is_some_and(|s| s + NOTICE_RECOVERY <= sent.sent)
         };
         let healthy_els: Vec<&ExecutionModel> = els
             .iter()

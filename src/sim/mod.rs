@@ -83,10 +83,17 @@ impl Options {
             slots,
             beacons: 1 + rng.index(4),
             executions: 1 + rng.index(3),
-            faults: vec![Fault::Down, Fault::Hung, Fault::Syncing, Fault::Slow],
+            faults: vec![
+                Fault::Down,
+                Fault::Hung,
+                Fault::Erroring,
+                Fault::Unavailable,
+                Fault::Syncing,
+                Fault::Slow,
+            ],
             beacon_faults: true,
-            restarts_lose_blocks: false,
-            answer_rules: false,
+            restarts_lose_blocks: true,
+            answer_rules: true,
         }
     }
 }
@@ -837,9 +844,11 @@ impl Sim {
             };
             let to = ReplyTo::new(key, serial, request.seq, now);
             self.core.handle_request(to, request, peer, clock);
-            let followed = self.core.router().tracker().best() == Some(&*self.beacons[bn].name);
+            let router = self.core.router();
+            let followed = router.tracker().best() == Some(&*self.beacons[bn].name);
+            let validated = |hash: &[u8; 32]| router.is_validated(hash);
             self.checker
-                .on_admitted(id, followed, self.core.router().best_head());
+                .on_admitted(id, followed, router.best_head(), &validated);
             self.apply_outputs()?;
         }
         self.flush_conn(key)

@@ -240,7 +240,9 @@ fn forwarded_for_names_the_beacon_only_from_trusted_peers() {
         "X-Forwarded-For: 203.0.113.7, 10.0.0.1\r\n",
     );
     let status = get(trusting.addr(), "/status").json();
-    assert!(beacon(&status, "203.0.113.7").is_some(), "{status}");
+    // The right-most entry is the address the trusted proxy saw; the left one a mere claim.
+    assert!(beacon(&status, "10.0.0.1").is_some(), "{status}");
+    assert!(beacon(&status, "203.0.113.7").is_none(), "{status}");
     let distrusting = ProxyProcess::start(&["--el", &el.url(), "--trusted-proxy", "none"]);
     post_with(
         distrusting.addr(),

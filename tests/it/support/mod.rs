@@ -308,6 +308,19 @@ pub fn get(addr: SocketAddr, path: &str) -> HttpResponse {
     client.read_response()
 }
 
+/// The ids of the beacon nodes a `/status` document lists.
+pub fn beacon_ids(status: &serde_json::Value) -> Vec<String> {
+    status["beacons"]
+        .as_array()
+        .map(|beacons| {
+            beacons
+                .iter()
+                .filter_map(|b| b["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Waits until `check` holds, polling `/status` or anything cheap; bounded by `timeout`.
 pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -398,6 +398,12 @@ fn render_beacons(out: &mut String, now: Instant, tracker: &BeaconTracker) {
         "Changes of the followed beacon node.",
         tracker.switches(),
     );
+    counter(
+        out,
+        "sync_proxy_beacon_untracked_total",
+        "Requests from beacon nodes left untracked: the table was full of live ones ranking as high.",
+        tracker.untracked(),
+    );
     header(
         out,
         "sync_proxy_beacon_slot",

@@ -321,6 +321,15 @@ pub fn beacon_ids(status: &serde_json::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The value of one series (name and labels exactly as exposed, e.g.
+/// `sync_proxy_refused_total{reason="unauthorized"}`) in the proxy's `/metrics`.
+pub fn metric(addr: SocketAddr, series: &str) -> Option<u64> {
+    get(addr, "/metrics").text().lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
+
 /// Waits until `check` holds, polling `/status` or anything cheap; bounded by `timeout`.
 pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

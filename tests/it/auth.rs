@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::support::mock_el::MockEl;
 use crate::support::{
     ProxyProcess, WAIT, bearer_line, get, new_payload, post_with, rpc, secret_file, secret_hex,
-    token, unix_now,
+    token, token_raw, unix_now,
 };
 
 #[test]
@@ -82,6 +82,31 @@ fn bad_tokens_are_401_with_the_request_id() {
     );
     assert_eq!(answer.status, 200);
     assert_eq!(el.wait_for(1, WAIT).len(), 1);
+}
+
+/// Issue 11, item 8: input that different readers could take differently is refused, not
+/// resolved by taking the last one.
+#[test]
+fn ambiguous_credentials_are_refused() {
+    let el = MockEl::start("el-0");
+    let (secret, path) = secret_file("ambiguous", 0x12);
+    let proxy = ProxyProcess::start(&["--el", &el.url(), "--jwt-secret", &path]);
+    let now = unix_now();
+    let body = rpc(json!(7), "eth_chainId", json!([]));
+    let valid = bearer_line(&secret, now, None);
+    let twice = post_with(proxy.addr(), "/", &body, &format!("{valid}{valid}"));
+    assert_eq!(twice.status, 400, "two Authorization headers");
+    let hs256 = r#"{"alg":"HS256","typ":"JWT"}"#;
+    let repeated = token_raw(&secret, hs256, &format!(r#"{{"iat":{now},"iat":{now}}}"#));
+    let answer = post_with(
+        proxy.addr(),
+        "/",
+        &body,
+        &format!("Authorization: Bearer {repeated}\r\n"),
+    );
+    assert_eq!(answer.status, 401, "iat twice");
+    assert!(answer.text().contains("twice"), "{}", answer.text());
+    assert!(el.received().is_empty(), "nothing ambiguous was forwarded");
 }
 
 #[test]

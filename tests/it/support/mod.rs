@@ -423,13 +423,18 @@ pub fn secret_hex(secret: &[u8; 32]) -> String {
 
 /// An HS256 token with this header and claims, signed independently of the proxy's code.
 pub fn token(secret: &[u8; 32], header: &serde_json::Value, claims: &serde_json::Value) -> String {
+    token_raw(secret, &header.to_string(), &claims.to_string())
+}
+
+/// An HS256 token over header and claims JSON written as text (e.g. with a member twice).
+pub fn token_raw(secret: &[u8; 32], header_json: &str, claims_json: &str) -> String {
     use base64::Engine as _;
     use hmac::{KeyInit, Mac};
     let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let signing_input = format!(
         "{}.{}",
-        engine.encode(serde_json::to_vec(header).unwrap()),
-        engine.encode(serde_json::to_vec(claims).unwrap())
+        engine.encode(header_json),
+        engine.encode(claims_json)
     );
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
     mac.update(signing_input.as_bytes());

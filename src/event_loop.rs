@@ -27,7 +27,7 @@ use crate::exchange::{Answer, Exchange, LegFailure, Reply};
 use crate::execution_client::ExecutionClient;
 use crate::handler::{self, Action, Context, Endpoint};
 use crate::http::write::JSON;
-use crate::inbound::{Inbound, Limits, ParsedRequest};
+use crate::inbound::{Inbound, Limits, ParsedRequest, ReadContext};
 use crate::metrics::Metrics;
 use crate::policy::{Router, UpstreamView};
 use crate::request::{ExchangeId, ExchangeMap};
@@ -335,7 +335,11 @@ impl Proxy {
             if inbound.finished().is_some() {
                 break;
             }
-            inbound.read_requests(clock.now, &mut parsed);
+            let context = ReadContext {
+                clock,
+                jwt_secret: self.config.jwt_secret.as_ref(),
+            };
+            inbound.read_requests(context, &mut parsed);
             let peer = inbound.peer;
             let serial = inbound.serial;
             let progressed = !parsed.is_empty();

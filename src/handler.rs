@@ -14,8 +14,8 @@ use crate::engine::Method;
 use crate::exchange::{Answer, AnswerPolicy};
 use crate::http::head::RequestMethod;
 use crate::identity::{self, Evidence};
-use crate::inbound::ParsedRequest;
-use crate::jwt;
+use crate::inbound::{Auth, ParsedRequest};
+use crate::jwt::VerifyError;
 use crate::metrics::{Metrics, Refusal};
 use crate::policy::{Route, Router, UpstreamSet, UpstreamView};
 use crate::request::Request;
@@ -82,6 +82,11 @@ pub fn handle(
     peer: SocketAddr,
     clock: Clock,
 ) -> Action {
+    // The token was verified when the head arrived (`Inbound`); a refused request comes
+    // without its body, whatever its method.
+    if let Auth::Refused(error) = parsed.auth {
+        return unauthorized(ctx, error, &parsed.body, peer);
+    }
     match parsed.head.method {
         RequestMethod::Get | RequestMethod::Head => endpoint(ctx, &parsed.head.path),
         RequestMethod::Post => rpc_request(ctx, parsed, peer, clock),
@@ -120,34 +125,29 @@ fn rpc_request(
     peer: SocketAddr,
     clock: Clock,
 ) -> Action {
-    let ParsedRequest { head, body, .. } = parsed;
+    let ParsedRequest {
+        head, body, auth, ..
+    } = parsed;
+    let claims = match auth {
+        Auth::Verified(claims) => Some(claims),
+        // `Inbound` checks every POST when a secret is set; an unchecked one is refused all
+        // the same rather than trusted.
+        Auth::Open if ctx.config.jwt_secret.is_some() => {
+            return unauthorized(ctx, VerifyError::Missing, &body, peer);
+        }
+        Auth::Open => None,
+        Auth::Refused(error) => return unauthorized(ctx, error, &body, peer),
+    };
     let inspected = rpc::inspect(&body);
     // Malformed JSON may still show its id before the damage.
     let recovered = match &inspected {
         Err(InspectError::Parse) => rpc::recover_id(&body),
         _ => None,
     };
-    // Authentication comes first; the body was read only to echo the request's id.
     let id: &[u8] = match &inspected {
         Ok(Inspected::Call(call)) => &call.id,
         Ok(Inspected::Batch { .. }) => b"null",
         Err(error) => error.id().or(recovered.as_deref()).unwrap_or(b"null"),
-    };
-    let claims = match &ctx.config.jwt_secret {
-        None => None,
-        Some(secret) => match jwt::verify(head.authorization.as_deref(), secret, clock.unix_secs) {
-            Ok(claims) => Some(claims),
-            Err(error) => {
-                ctx.metrics.on_refusal(Refusal::Unauthorized);
-                warn!("refused request from {peer}: {error}");
-                return refuse(
-                    401,
-                    id,
-                    rpc::code::INVALID_REQUEST,
-                    &format!("unauthorized: {error}"),
-                );
-            }
-        },
     };
     if let Some(via) = &head.via {
         if is_loop(via, &ctx.config.instance) {
@@ -293,6 +293,30 @@ fn refuse_inspection(
     ctx.metrics.on_refusal(refusal);
     debug!("refused request from {peer}: {error}");
     refuse(400, id, error.code(), &error.to_string())
+}
+
+/// `401` for a request without a valid token. Its body was read only when it came whole with
+/// the head; then its id is echoed, else the id is `null`.
+fn unauthorized(
+    ctx: &mut Context<'_>,
+    error: VerifyError,
+    body: &[u8],
+    peer: SocketAddr,
+) -> Action {
+    ctx.metrics.on_refusal(Refusal::Unauthorized);
+    warn!("refused request from {peer}: {error}");
+    let id = match rpc::inspect(body) {
+        Ok(Inspected::Call(call)) => Some(call.id),
+        Ok(Inspected::Batch { .. }) => None,
+        Err(InspectError::Parse) => rpc::recover_id(body),
+        Err(error) => error.id().map(Box::from),
+    };
+    refuse(
+        401,
+        id.as_deref().unwrap_or(b"null"),
+        rpc::code::INVALID_REQUEST,
+        &format!("unauthorized: {error}"),
+    )
 }
 
 fn refuse(status: u16, id: &[u8], code: i64, message: &str) -> Action {

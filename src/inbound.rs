@@ -5,6 +5,11 @@
 //! `100-continue`), enforces the size limits and slowloris timeouts, and keeps one slot per
 //! request so answers that arrive out of order still leave in order. It does not look inside
 //! bodies or decide answers: the event loop hands complete requests on and fills the slots.
+//!
+//! With `--jwt-secret` the token is verified as soon as the head is parsed, with the clock the
+//! caller passes in: a request without a valid one is handed on at once, marked refused, with
+//! its body unread (no `100 Continue`, nothing buffered) and the connection closing after the
+//! answer. A peer without the secret can make the proxy hold no more than a head.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -17,8 +22,10 @@ use mio::net::TcpStream;
 use crate::http::body::BodyReader;
 use crate::http::head::{Framing, RequestHead, RequestMethod, Version, parse_request_head};
 use crate::http::write::{CONTINUE, JSON, response_head};
+use crate::jwt::{self, Claims, Secret, VerifyError};
 use crate::net::{InputBuffer, MAX_BODY_RESERVATION_BYTES, MAX_IO_ROUNDS, read_body};
 use crate::rpc;
+use crate::time::Clock;
 
 /// Most requests read ahead of their answers on one connection. Beacon nodes send one at a
 /// time; nginx may pipeline a few. Beyond this the connection stops being read (backpressure).
@@ -39,6 +46,26 @@ pub struct Limits {
     pub idle_timeout: Duration,
 }
 
+/// What reading needs from outside the connection, passed in with each call.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadContext<'a> {
+    /// The loop's clock: `now` for timeouts, Unix seconds for the freshness of tokens.
+    pub clock: Clock,
+    /// `--jwt-secret`: tokens in request heads are verified with it.
+    pub jwt_secret: Option<&'a Secret>,
+}
+
+/// A request's credential, judged once its head arrived.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// No `--jwt-secret`, or a request that needs no token (`GET` or `HEAD` without a body).
+    Open,
+    /// The claims of the verified token (the `id` claim names the beacon node).
+    Verified(Claims),
+    /// No valid token: the body was not read and the connection closes after the answer.
+    Refused(VerifyError),
+}
+
 /// A complete request read from the connection.
 #[derive(Debug)]
 pub struct ParsedRequest {
@@ -46,8 +73,11 @@ pub struct ParsedRequest {
     pub seq: u64,
     /// The head.
     pub head: RequestHead,
-    /// The body, de-chunked.
+    /// The body, de-chunked. For a refused request, only a `Content-Length` body that arrived
+    /// whole with the head (so its id can be echoed); otherwise empty.
     pub body: Vec<u8>,
+    /// The credential.
+    pub auth: Auth,
 }
 
 /// Why a connection ended.
@@ -122,7 +152,9 @@ enum ReadState {
     Head { started: Option<Instant> },
     /// The body of `head`.
     Body {
-        head: RequestHead,
+        /// Boxed: the other states are a few bytes, and this one lasts a whole body.
+        head: Box<RequestHead>,
+        auth: Auth,
         reader: BodyReader,
         body: Vec<u8>,
         /// For `Content-Length` bodies: the exact size, read in place.
@@ -222,11 +254,12 @@ impl<S: Read + Write> Inbound<S> {
     }
 
     /// Reads what the socket has and returns the requests completed by it.
-    pub fn read_requests(&mut self, now: Instant, out: &mut Vec<ParsedRequest>) {
+    pub fn read_requests(&mut self, context: ReadContext<'_>, out: &mut Vec<ParsedRequest>) {
+        let now = context.clock.now;
         // Requests already buffered come first: answers may have freed pipeline slots since
         // they were read, and edge-triggered readiness will not announce them again.
         if self.finished.is_none() {
-            self.parse(now, out);
+            self.parse(context, out);
         }
         for _ in 0..MAX_IO_ROUNDS {
             if !self.readable || !self.wants_read() {
@@ -248,7 +281,7 @@ impl<S: Read + Write> Inbound<S> {
                 Ok(filled) => {
                     self.last_activity = now;
                     self.readable = !filled.drained || self.hangup;
-                    self.parse(now, out);
+                    self.parse(context, out);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -427,7 +460,8 @@ impl<S: Read + Write> Inbound<S> {
     }
 
     /// Moves buffered bytes through the head and body states, completing requests.
-    fn parse(&mut self, now: Instant, out: &mut Vec<ParsedRequest>) {
+    fn parse(&mut self, context: ReadContext<'_>, out: &mut Vec<ParsedRequest>) {
+        let now = context.clock.now;
         loop {
             match &mut self.read {
                 ReadState::Stopped => {
@@ -440,7 +474,7 @@ impl<S: Read + Write> Inbound<S> {
                         return;
                     }
                     started.get_or_insert(now);
-                    if !self.parse_head(now) {
+                    if !self.parse_head(context, out) {
                         return;
                     }
                 }
@@ -454,8 +488,8 @@ impl<S: Read + Write> Inbound<S> {
     }
 
     /// Parses a head from the buffer; true when the state moved on.
-    fn parse_head(&mut self, now: Instant) -> bool {
-        let head = match parse_request_head(self.buf.bytes(), self.limits.max_head_bytes) {
+    fn parse_head(&mut self, context: ReadContext<'_>, out: &mut Vec<ParsedRequest>) -> bool {
+        let mut head = match parse_request_head(self.buf.bytes(), self.limits.max_head_bytes) {
             Ok(Some(head)) => head,
             Ok(None) => return false,
             Err(e) => {
@@ -464,6 +498,25 @@ impl<S: Read + Write> Inbound<S> {
             }
         };
         self.buf.consume(head.head_bytes);
+        let auth = authenticate(&head, context);
+        if let Auth::Refused(_) = auth {
+            // Handed on now, before a byte of the body is read or a `100 Continue` invites it;
+            // the connection closes after the answer, so the body is never read at all.
+            let whole =
+                |n: u64| n <= self.buf.len() as u64 && n <= self.limits.max_body_bytes as u64;
+            let body = match head.framing {
+                Framing::Length(n) if whole(n) => self
+                    .buf
+                    .bytes()
+                    .get(..n as usize)
+                    .unwrap_or_default()
+                    .to_vec(),
+                _ => Vec::new(),
+            };
+            head.keep_alive = false;
+            self.hand_on(head, body, auth, out);
+            return true;
+        }
         let expected = match head.framing {
             Framing::Length(n) if n > self.limits.max_body_bytes as u64 => {
                 // Refused before reading a byte of it; the connection closes after the answer.
@@ -485,10 +538,11 @@ impl<S: Read + Write> Inbound<S> {
         let capacity = expected.unwrap_or(0).min(MAX_BODY_RESERVATION_BYTES);
         self.read = ReadState::Body {
             reader: BodyReader::new(head.framing, self.limits.max_body_bytes),
-            head,
+            head: Box::new(head),
+            auth,
             body: Vec::with_capacity(capacity),
             expected,
-            deadline: now + self.limits.body_timeout,
+            deadline: context.clock.now + self.limits.body_timeout,
         };
         true
     }
@@ -526,14 +580,29 @@ impl<S: Read + Write> Inbound<S> {
         if !done {
             return false;
         }
-        let ReadState::Body { head, body, .. } =
-            std::mem::replace(&mut self.read, ReadState::Head { started: None })
+        let ReadState::Body {
+            head, body, auth, ..
+        } = std::mem::replace(&mut self.read, ReadState::Head { started: None })
         else {
             return false;
         };
-        if !head.keep_alive || self.stopping {
-            self.read = ReadState::Stopped;
-        }
+        self.hand_on(*head, body, auth, out);
+        true
+    }
+
+    /// Gives a complete request its slot in the order of answers and hands it on.
+    fn hand_on(
+        &mut self,
+        head: RequestHead,
+        body: Vec<u8>,
+        auth: Auth,
+        out: &mut Vec<ParsedRequest>,
+    ) {
+        self.read = if !head.keep_alive || self.stopping {
+            ReadState::Stopped
+        } else {
+            ReadState::Head { started: None }
+        };
         let seq = self.next_seq;
         self.next_seq += 1;
         self.slots.push_back(Slot::Waiting {
@@ -542,8 +611,12 @@ impl<S: Read + Write> Inbound<S> {
             keep_alive: head.keep_alive,
             head_only: head.method == RequestMethod::Head,
         });
-        out.push(ParsedRequest { seq, head, body });
-        true
+        out.push(ParsedRequest {
+            seq,
+            head,
+            body,
+            auth,
+        });
     }
 
     /// Answers a request that cannot be read with `status` and a JSON-RPC error (id null:
@@ -558,6 +631,28 @@ impl<S: Read + Write> Inbound<S> {
         });
         self.read = ReadState::Stopped;
         self.buf.clear();
+    }
+}
+
+/// Judges the token of a request whose head just arrived. With `--jwt-secret` every request
+/// needs one except `GET` and `HEAD` without a body (the operator endpoints stay open, and
+/// nothing else is read without a credential).
+fn authenticate(head: &RequestHead, context: ReadContext<'_>) -> Auth {
+    let Some(secret) = context.jwt_secret else {
+        return Auth::Open;
+    };
+    let open = matches!(head.method, RequestMethod::Get | RequestMethod::Head)
+        && head.framing == Framing::Empty;
+    if open {
+        return Auth::Open;
+    }
+    match jwt::verify(
+        head.authorization.as_deref(),
+        secret,
+        context.clock.unix_secs,
+    ) {
+        Ok(claims) => Auth::Verified(claims),
+        Err(error) => Auth::Refused(error),
     }
 }
 
@@ -587,9 +682,38 @@ mod tests {
         (inbound, now)
     }
 
+    /// Unix seconds of the fixtures' wall clock.
+    const UNIX_SECS: u64 = 1_700_000_000;
+
+    fn context(now: Instant) -> ReadContext<'static> {
+        ReadContext {
+            clock: Clock {
+                now,
+                unix_secs: UNIX_SECS,
+            },
+            jwt_secret: None,
+        }
+    }
+
     fn read(inbound: &mut Inbound<Peer>, now: Instant) -> Vec<ParsedRequest> {
         let mut out = Vec::new();
-        inbound.read_requests(now, &mut out);
+        inbound.read_requests(context(now), &mut out);
+        out
+    }
+
+    fn secret() -> Secret {
+        Secret::from_hex(&"ab".repeat(32)).unwrap()
+    }
+
+    /// Reads with `--jwt-secret` set.
+    fn read_authenticated(inbound: &mut Inbound<Peer>, now: Instant) -> Vec<ParsedRequest> {
+        let secret = secret();
+        let mut out = Vec::new();
+        let context = ReadContext {
+            jwt_secret: Some(&secret),
+            ..context(now)
+        };
+        inbound.read_requests(context, &mut out);
         out
     }
 
@@ -710,6 +834,97 @@ mod tests {
         assert_eq!(written(&mut inbound), "HTTP/1.1 100 Continue\r\n\r\n");
         arrive(&mut inbound, b"{}");
         assert_eq!(read(&mut inbound, now).len(), 1);
+    }
+
+    /// Issue 11, item 1: six peers without the secret each sending 98 MB pinned 600 MB before
+    /// their 401s. The head alone decides now, and nothing of the body is read.
+    #[test]
+    fn reading_head_without_token_is_refused_before_its_body() {
+        let head = b"POST / HTTP/1.1\r\nContent-Length: 4000\r\n\r\n";
+        let (mut inbound, now) = connection(&[head]);
+        let requests = read_authenticated(&mut inbound, now);
+        assert_eq!(requests.len(), 1, "handed on at the head");
+        assert_eq!(requests[0].auth, Auth::Refused(VerifyError::Missing));
+        assert!(requests[0].body.is_empty());
+        assert!(
+            !requests[0].head.keep_alive,
+            "the connection closes after the answer"
+        );
+        arrive(&mut inbound, &[b'x'; 4000]);
+        assert!(read_authenticated(&mut inbound, now).is_empty());
+        assert_eq!(
+            inbound.stream_mut().incoming.len(),
+            1,
+            "the body is never read"
+        );
+        inbound.answer(0, 401, JSON, b"{}".to_vec());
+        inbound.flush(now);
+        let text = written(&mut inbound);
+        assert!(text.starts_with("HTTP/1.1 401 "), "{text}");
+        assert!(text.contains("Connection: close\r\n"), "{text}");
+        assert_eq!(inbound.finished(), Some(CloseReason::Done));
+    }
+
+    #[test]
+    fn reading_head_expect_continue_without_token_gets_no_interim_answer() {
+        let (mut inbound, now) = connection(&[
+            b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2000\r\n\r\n",
+        ]);
+        let requests = read_authenticated(&mut inbound, now);
+        assert_eq!(requests.len(), 1);
+        assert!(matches!(requests[0].auth, Auth::Refused(_)));
+        inbound.flush(now);
+        assert_eq!(written(&mut inbound), "", "no 100 Continue");
+        inbound.answer(0, 401, JSON, b"{}".to_vec());
+        inbound.flush(now);
+        assert!(written(&mut inbound).starts_with("HTTP/1.1 401 "));
+    }
+
+    #[test]
+    fn reading_head_refused_small_body_in_the_buffer_is_kept_for_its_id() {
+        let (mut inbound, now) = connection(&[POST]);
+        let requests = read_authenticated(&mut inbound, now);
+        assert!(matches!(requests[0].auth, Auth::Refused(_)));
+        assert_eq!(requests[0].body, b"{}");
+    }
+
+    #[test]
+    fn reading_head_valid_token_reads_the_body_with_its_claims() {
+        let bearer = jwt::Signer::with_id(secret(), "bn-7")
+            .bearer(UNIX_SECS)
+            .to_owned();
+        let message = format!(
+            "POST / HTTP/1.1\r\nAuthorization: {bearer}\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+        );
+        let (mut inbound, now) = connection(&[message.as_bytes()]);
+        assert!(read_authenticated(&mut inbound, now).is_empty());
+        inbound.flush(now);
+        assert_eq!(written(&mut inbound), "HTTP/1.1 100 Continue\r\n\r\n");
+        arrive(&mut inbound, b"{}");
+        let requests = read_authenticated(&mut inbound, now);
+        let Auth::Verified(claims) = &requests[0].auth else {
+            panic!("{:?}", requests[0].auth);
+        };
+        assert_eq!(claims.id.as_deref(), Some("bn-7"));
+        assert_eq!(requests[0].body, b"{}");
+        assert!(requests[0].head.keep_alive);
+    }
+
+    #[test]
+    fn reading_head_get_needs_a_token_only_with_a_body() {
+        let (mut inbound, now) = connection(&[b"GET /status HTTP/1.1\r\n\r\n"]);
+        assert_eq!(read_authenticated(&mut inbound, now)[0].auth, Auth::Open);
+        let (mut inbound, now) =
+            connection(&[b"GET /status HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"]);
+        assert!(matches!(
+            read_authenticated(&mut inbound, now)[0].auth,
+            Auth::Refused(_)
+        ));
+        let (mut inbound, now) = connection(&[b"PUT / HTTP/1.1\r\n\r\n"]);
+        assert!(matches!(
+            read_authenticated(&mut inbound, now)[0].auth,
+            Auth::Refused(_)
+        ));
     }
 
     #[test]

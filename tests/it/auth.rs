@@ -1,14 +1,16 @@
 //! JWT: beacon nodes verified with `--jwt-secret`, each execution client sent a fresh token
 //! signed with its own secret.
 
+use std::io::Write;
+use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::support::mock_el::MockEl;
 use crate::support::{
-    ProxyProcess, WAIT, bearer_line, get, new_payload, post_with, rpc, secret_file, secret_hex,
-    token, token_raw, unix_now,
+    Client, ProxyProcess, WAIT, bearer_line, get, metric, new_payload, post_with, rpc, secret_file,
+    secret_hex, token, token_raw, unix_now,
 };
 
 #[test]
@@ -107,6 +109,78 @@ fn ambiguous_credentials_are_refused() {
     assert_eq!(answer.status, 401, "iat twice");
     assert!(answer.text().contains("twice"), "{}", answer.text());
     assert!(el.received().is_empty(), "nothing ambiguous was forwarded");
+}
+
+/// Issue 11, item 1: the token is checked when the head arrives, so a peer without the secret
+/// cannot make the proxy hold its body. Six connections each sending 64 MiB without a token:
+/// before, the proxy buffered all of it (384 MiB) before answering 401.
+#[test]
+fn bodies_without_a_token_are_never_read() {
+    const CONNECTIONS: usize = 6;
+    const BODY_MIB: usize = 64;
+    /// The runtime's own few MiB plus a read buffer per connection; far below one body.
+    const RSS_BOUND_MIB: u64 = 24;
+    let el = MockEl::start("el-0");
+    let (_, path) = secret_file("unread-bodies", 0x13);
+    let proxy = ProxyProcess::start(&["--el", &el.url(), "--jwt-secret", &path]);
+    let addr = proxy.addr();
+    let uploads: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+                stream.set_write_timeout(Some(WAIT)).unwrap();
+                let head = format!(
+                    "POST / HTTP/1.1\r\nHost: p\r\nContent-Length: {}\r\n\r\n",
+                    BODY_MIB << 20
+                );
+                stream.write_all(head.as_bytes()).unwrap();
+                let chunk = vec![b' '; 1 << 20];
+                // Stops at the first error: the proxy answers and closes after the head.
+                (0..BODY_MIB)
+                    .take_while(|_| stream.write_all(&chunk).is_ok())
+                    .count()
+            })
+        })
+        .collect();
+    let sent: Vec<usize> = uploads.into_iter().map(|u| u.join().unwrap()).collect();
+    proxy.assert_peak_rss_below(
+        RSS_BOUND_MIB,
+        &format!("{CONNECTIONS} x {BODY_MIB} MiB without a token (MiB sent: {sent:?})"),
+    );
+    assert!(el.received().is_empty());
+    assert_eq!(
+        metric(
+            proxy.addr(),
+            "sync_proxy_refused_total{reason=\"unauthorized\"}"
+        ),
+        Some(CONNECTIONS as u64)
+    );
+}
+
+/// `Expect: 100-continue` without a token: the client is told 401 at once, never invited to
+/// send the body.
+#[test]
+fn expect_continue_without_a_token_gets_401_and_no_interim_answer() {
+    let el = MockEl::start("el-0");
+    let (_, path) = secret_file("no-continue", 0x14);
+    let proxy = ProxyProcess::start(&["--el", &el.url(), "--jwt-secret", &path]);
+    let mut client = Client::connect(proxy.addr());
+    client.send(
+        b"POST / HTTP/1.1\r\nHost: p\r\nExpect: 100-continue\r\nContent-Length: 1000000\r\n\r\n",
+    );
+    let answer = client.read_response();
+    assert_eq!(
+        answer.status, 401,
+        "the first answer is the refusal, not 100"
+    );
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert_eq!(answer.json()["id"], Value::Null, "the body was not read");
+    assert!(
+        answer.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unauthorized"))
+    );
+    assert!(client.is_closed());
 }
 
 #[test]

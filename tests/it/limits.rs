@@ -131,17 +131,7 @@ fn dead_el_queue_keeps_memory_bounded() {
         client.post("/", &big_new_payload(n), "");
         assert_eq!(client.read_response().status, 200);
     }
-    let (rss, peak) = proxy.rss_kib();
-    eprintln!(
-        "RSS after 200 x 2 MB with one dead EL: {} MiB (peak {} MiB)",
-        rss / 1024,
-        peak / 1024
-    );
-    assert!(
-        peak / 1024 < RSS_BOUND_MIB,
-        "peak RSS {} MiB over the {RSS_BOUND_MIB} MiB bound",
-        peak / 1024
-    );
+    proxy.assert_peak_rss_below(RSS_BOUND_MIB, "200 x 2 MB with one dead EL");
     assert!(proxy.wait_log("queue full, dropped", WAIT).is_some());
     let metrics = get(proxy.addr(), "/metrics").text();
     let dropped: u64 = metrics

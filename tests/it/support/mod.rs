@@ -126,6 +126,21 @@ impl ProxyProcess {
     }
 }
 
+impl ProxyProcess {
+    /// Prints the RSS and its peak after `what`, fails when the peak reached `bound_mib`, and
+    /// returns both in MiB.
+    pub fn assert_peak_rss_below(&self, bound_mib: u64, what: &str) -> (u64, u64) {
+        let (rss, peak) = self.rss_kib();
+        let (rss, peak) = (rss / 1024, peak / 1024);
+        eprintln!("RSS after {what}: {rss} MiB (peak {peak} MiB)");
+        assert!(
+            peak < bound_mib,
+            "peak RSS {peak} MiB after {what}, over the {bound_mib} MiB bound"
+        );
+        (rss, peak)
+    }
+}
+
 impl Drop for ProxyProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -28,6 +28,7 @@ use crate::execution_client::ExecutionClient;
 use crate::handler::{self, Action, Context, Endpoint};
 use crate::http::write::JSON;
 use crate::inbound::{Inbound, Limits, ParsedRequest, ReadContext};
+use crate::log_limit::LogLimiter;
 use crate::metrics::Metrics;
 use crate::policy::{Router, UpstreamView};
 use crate::request::{ExchangeId, ExchangeMap};
@@ -44,6 +45,9 @@ const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 /// Connection tokens are slab keys shifted past the reserved ones.
 const FIRST_CONNECTION: usize = 2;
+
+/// The log topic of connections refused at `--max-connections` (see [`crate::log_limit`]).
+const CONNECTION_LIMIT_TOPIC: &str = "connections refused at --max-connections";
 
 /// Readiness events handled per `poll()`; more simply wait for the next iteration.
 const MAX_EVENTS: usize = 1024;
@@ -89,6 +93,7 @@ pub struct Proxy {
     next_serial: u64,
     router: Router,
     metrics: Metrics,
+    log_limit: LogLimiter,
     limits: Limits,
     /// Connections to free at the end of the iteration.
     closed: Vec<usize>,
@@ -150,6 +155,7 @@ impl Proxy {
             next_serial: 0,
             router,
             metrics: Metrics::new(now),
+            log_limit: LogLimiter::new(),
             limits,
             closed: Vec::new(),
             woken: Vec::new(),
@@ -235,10 +241,15 @@ impl Proxy {
             };
             if self.inbound_count >= self.config.max_connections {
                 self.metrics.connections_refused += 1;
-                warn!(
-                    "refused connection from {peer}: --max-connections {} reached",
-                    self.config.max_connections
-                );
+                if self
+                    .log_limit
+                    .admit(CONNECTION_LIMIT_TOPIC, peer.ip(), clock.now)
+                {
+                    warn!(
+                        "refused connection from {peer}: --max-connections {} reached",
+                        self.config.max_connections
+                    );
+                }
                 continue;
             }
             let _ = stream.set_nodelay(true);
@@ -407,6 +418,7 @@ impl Proxy {
             config: &self.config,
             router: &mut self.router,
             metrics: &mut self.metrics,
+            log_limit: &mut self.log_limit,
             upstreams: &views,
         };
         let action = handler::handle(&mut context, parsed, peer, clock);
@@ -602,6 +614,9 @@ impl Proxy {
         if let Some(switch) = self.router.on_timeout(now, clock.unix_secs) {
             info!("following beacon: {switch}");
         }
+        for summary in self.log_limit.due(now) {
+            warn!("{summary}");
+        }
         for upstream in &mut self.upstreams {
             if let Some(count) = upstream.flush_drops(now) {
                 warn!(
@@ -637,6 +652,7 @@ impl Proxy {
             .chain(exchanges)
             .chain(probes)
             .chain(self.router.deadline())
+            .chain(self.log_limit.deadline())
             .chain(self.shutdown_deadline)
             .min()
     }

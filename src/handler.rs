@@ -16,11 +16,15 @@ use crate::http::head::RequestMethod;
 use crate::identity::{self, Evidence};
 use crate::inbound::{Auth, ParsedRequest};
 use crate::jwt::VerifyError;
+use crate::log_limit::LogLimiter;
 use crate::metrics::{Metrics, Refusal};
 use crate::policy::{Route, Router, UpstreamSet, UpstreamView};
 use crate::request::Request;
 use crate::rpc::{self, Hash32, InspectError, Inspected};
 use crate::time::Clock;
+
+/// The log topic of slot claims beyond the wall clock (see [`crate::log_limit`]).
+pub const FUTURE_SLOT_TOPIC: &str = "slot claims beyond the wall clock";
 
 /// Longest chain of sync-proxies a request may pass: deployments chain two or three; a longer
 /// trail means a loop through proxies that restarted (new names) or a misconfiguration.
@@ -71,6 +75,8 @@ pub struct Context<'a> {
     pub router: &'a mut Router,
     /// Counters.
     pub metrics: &'a mut Metrics,
+    /// Which refusals are logged (a peer can trigger them at will).
+    pub log_limit: &'a mut LogLimiter,
     /// The upstreams as routing sees them.
     pub upstreams: &'a [UpstreamView],
 }
@@ -85,7 +91,7 @@ pub fn handle(
     // The token was verified when the head arrived (`Inbound`); a refused request comes
     // without its body, whatever its method.
     if let Auth::Refused(error) = parsed.auth {
-        return unauthorized(ctx, error, &parsed.body, peer);
+        return unauthorized(ctx, error, &parsed.body, peer, clock);
     }
     match parsed.head.method {
         RequestMethod::Get | RequestMethod::Head => endpoint(ctx, &parsed.head.path),
@@ -133,10 +139,10 @@ fn rpc_request(
         // `Inbound` checks every POST when a secret is set; an unchecked one is refused all
         // the same rather than trusted.
         Auth::Open if ctx.config.jwt_secret.is_some() => {
-            return unauthorized(ctx, VerifyError::Missing, &body, peer);
+            return unauthorized(ctx, VerifyError::Missing, &body, peer, clock);
         }
         Auth::Open => None,
-        Auth::Refused(error) => return unauthorized(ctx, error, &body, peer),
+        Auth::Refused(error) => return unauthorized(ctx, error, &body, peer, clock),
     };
     let inspected = rpc::inspect(&body);
     // Malformed JSON may still show its id before the damage.
@@ -152,9 +158,14 @@ fn rpc_request(
     if let Some(via) = &head.via {
         if is_loop(via, &ctx.config.instance) {
             ctx.metrics.on_refusal(Refusal::Loop);
-            error!(
-                "forwarding loop: a request from {peer} already passed this proxy or too many (Via: {via}); check the --proxy chain"
-            );
+            if ctx
+                .log_limit
+                .admit(Refusal::Loop.label(), peer.ip(), clock.now)
+            {
+                error!(
+                    "forwarding loop: a request from {peer} already passed this proxy or too many (Via: {via}); check the --proxy chain"
+                );
+            }
             return refuse(
                 508,
                 id,
@@ -185,9 +196,11 @@ fn rpc_request(
         .observe(&beacon, call.as_ref(), clock.now, clock.unix_secs);
     if let Some((claimed, wall_slot)) = observation.ignored_slot {
         ctx.metrics.ignored_slot_claims += 1;
-        warn!(
-            "beacon {beacon} claims slot {claimed} beyond the wall-clock slot {wall_slot}; ignored"
-        );
+        if ctx.log_limit.admit(FUTURE_SLOT_TOPIC, peer.ip(), clock.now) {
+            warn!(
+                "beacon {beacon} claims slot {claimed} beyond the wall-clock slot {wall_slot}; ignored"
+            );
+        }
     }
     if let Some(switch) = observation.switch {
         info!("following beacon: {switch}");
@@ -302,9 +315,15 @@ fn unauthorized(
     error: VerifyError,
     body: &[u8],
     peer: SocketAddr,
+    clock: Clock,
 ) -> Action {
     ctx.metrics.on_refusal(Refusal::Unauthorized);
-    warn!("refused request from {peer}: {error}");
+    if ctx
+        .log_limit
+        .admit(Refusal::Unauthorized.label(), peer.ip(), clock.now)
+    {
+        warn!("refused request from {peer}: {error}");
+    }
     let id = match rpc::inspect(body) {
         Ok(Inspected::Call(call)) => Some(call.id),
         Ok(Inspected::Batch { .. }) => None,

@@ -61,7 +61,8 @@ impl Refusal {
         Refusal::Loop,
     ];
 
-    fn label(self) -> &'static str {
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
         match self {
             Refusal::Parse => "parse_error",
             Refusal::InvalidRequest => "invalid_request",

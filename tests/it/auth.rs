@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -12,6 +12,9 @@ use crate::support::{
     Client, ProxyProcess, WAIT, bearer_line, get, metric, new_payload, post_with, rpc, secret_file,
     secret_hex, token, token_raw, unix_now,
 };
+
+/// The metric series of requests refused for want of a valid token.
+const UNAUTHORIZED: &str = "sync_proxy_refused_total{reason=\"unauthorized\"}";
 
 #[test]
 fn bad_tokens_are_401_with_the_request_id() {
@@ -148,13 +151,7 @@ fn bodies_without_a_token_are_never_read() {
         &format!("{CONNECTIONS} x {BODY_MIB} MiB without a token (MiB sent: {sent:?})"),
     );
     assert!(el.received().is_empty());
-    assert_eq!(
-        metric(
-            proxy.addr(),
-            "sync_proxy_refused_total{reason=\"unauthorized\"}"
-        ),
-        Some(CONNECTIONS as u64)
-    );
+    assert_eq!(metric(proxy.addr(), UNAUTHORIZED), Some(CONNECTIONS as u64));
 }
 
 /// `Expect: 100-continue` without a token: the client is told 401 at once, never invited to
@@ -181,6 +178,47 @@ fn expect_continue_without_a_token_gets_401_and_no_interim_answer() {
             .is_some_and(|m| m.contains("unauthorized"))
     );
     assert!(client.is_closed());
+}
+
+/// Issue 11, item 3: a flood without a token wrote a WARN line per request (66,686 in 10 s).
+/// The first refusal per peer is logged, then one summary per 10 s; the metric counts all.
+#[test]
+fn refusal_flood_logs_a_bounded_number_of_lines() {
+    const FLOOD: u64 = 1000;
+    let el = MockEl::start("el-0");
+    let (_, path) = secret_file("flood", 0x15);
+    let proxy = ProxyProcess::start(&["--el", &el.url(), "--jwt-secret", &path]);
+    let started = Instant::now();
+    let body = rpc(json!(1), "eth_chainId", json!([]));
+    for _ in 0..FLOOD {
+        // Each refusal closes its connection.
+        assert_eq!(post_with(proxy.addr(), "/", &body, "").status, 401);
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(
+        metric(proxy.addr(), UNAUTHORIZED),
+        Some(FLOOD),
+        "the metric counts every refusal"
+    );
+    assert!(proxy.wait_log("refused request from", WAIT).is_some());
+    let lines = proxy
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("refused request from") || l.contains("unauthorized: "))
+        .count() as u64;
+    // The first line, then at most one summary per 10 s interval begun during the flood.
+    let allowed = 2 + elapsed.as_secs() / 10;
+    eprintln!("{FLOOD} refusals in {elapsed:?}: {lines} log lines");
+    assert!(lines <= allowed, "{lines} log lines for {FLOOD} refusals");
+    // The interval's end reports the rest, by the loop's own timer (nothing else happens).
+    let summary = proxy
+        .wait_log("unauthorized: ", Duration::from_secs(10) + WAIT)
+        .expect("a summary line at the end of the interval");
+    assert!(
+        summary.contains(&format!("unauthorized: {} more from 127.0.0.1", FLOOD - 1))
+            || elapsed > Duration::from_secs(10),
+        "{summary}"
+    );
 }
 
 #[test]

@@ -39,6 +39,8 @@ fn fork_choice_from_a_beacon_that_is_not_followed_is_answered_syncing() {
     assert_eq!(same["result"]["payloadStatus"]["status"], "VALID");
     assert!(same["result"]["payloadId"].is_string());
     for el in [&el0, &el1] {
+        // The answer came from the primary; the other copy may still be on its way.
+        el.wait_for(3, WAIT);
         let fcus = el.received_method("engine_forkchoiceUpdatedV3");
         let ids: Vec<u64> = fcus.iter().map(|r| r.id().unwrap()).collect();
         assert_eq!(ids, [2, 4], "only the followed head reached the ELs");

@@ -27,7 +27,7 @@ use crate::exchange::{Answer, Exchange, LegFailure, Reply};
 use crate::execution_client::ExecutionClient;
 use crate::handler::{self, Action, Context, Endpoint};
 use crate::http::write::JSON;
-use crate::inbound::{Inbound, Limits, ParsedRequest, ReadContext};
+use crate::inbound::{Inbound, Limits, MAX_REFUSING_CONNECTIONS, ParsedRequest, ReadContext};
 use crate::log_limit::LogLimiter;
 use crate::metrics::Metrics;
 use crate::policy::{Router, UpstreamView};
@@ -82,6 +82,8 @@ pub struct Proxy {
     signals: Signals,
     connections: Slab<Connection>,
     inbound_count: usize,
+    /// Connections over `--max-connections` held only to be answered `503`.
+    refusing_count: usize,
     upstreams: Vec<ExecutionClient>,
     names: Rc<[Box<str>]>,
     exchanges: ExchangeMap<Exchange>,
@@ -146,6 +148,7 @@ impl Proxy {
             signals,
             connections: Slab::new(),
             inbound_count: 0,
+            refusing_count: 0,
             upstreams,
             names,
             exchanges: ExchangeMap::default(),
@@ -239,7 +242,8 @@ impl Proxy {
                     return;
                 }
             };
-            if self.inbound_count >= self.config.max_connections {
+            let refusing = self.inbound_count >= self.config.max_connections;
+            if refusing {
                 self.metrics.connections_refused += 1;
                 if self
                     .log_limit
@@ -250,7 +254,10 @@ impl Proxy {
                         self.config.max_connections
                     );
                 }
-                continue;
+                // Beyond the few held to be told 503, a connection is closed at once.
+                if self.refusing_count >= MAX_REFUSING_CONNECTIONS {
+                    continue;
+                }
             }
             let _ = stream.set_nodelay(true);
             let entry = self.connections.vacant_entry();
@@ -264,12 +271,15 @@ impl Proxy {
                 continue;
             }
             self.next_serial += 1;
+            let (serial, limits) = (self.next_serial, self.limits);
+            if refusing {
+                let inbound = Inbound::refusing(stream, peer, serial, limits, clock.now);
+                entry.insert(Connection::Inbound(inbound));
+                self.refusing_count += 1;
+                continue;
+            }
             entry.insert(Connection::Inbound(Inbound::new(
-                stream,
-                peer,
-                self.next_serial,
-                self.limits,
-                clock.now,
+                stream, peer, serial, limits, clock.now,
             )));
             self.inbound_count += 1;
             self.metrics.connections_accepted += 1;
@@ -669,7 +679,11 @@ impl Proxy {
             match connection {
                 Connection::Inbound(mut inbound) => {
                     let _ = self.poll.registry().deregister(inbound.stream_mut());
-                    self.inbound_count -= 1;
+                    if inbound.is_refusing() {
+                        self.refusing_count -= 1;
+                    } else {
+                        self.inbound_count -= 1;
+                    }
                 }
                 Connection::Upstream(mut upstream) => {
                     let _ = self.poll.registry().deregister(upstream.stream_mut());

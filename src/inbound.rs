@@ -27,6 +27,17 @@ use crate::net::{InputBuffer, MAX_BODY_RESERVATION_BYTES, MAX_IO_ROUNDS, read_bo
 use crate::rpc;
 use crate::time::Clock;
 
+/// How long a connection over `--max-connections` has to send its request head before it is
+/// closed unanswered. Clients write their request right after connecting, so a second is plenty
+/// to tell them `503`, and short enough that holding the connection costs next to nothing.
+pub const REFUSAL_HEAD_WAIT: Duration = Duration::from_secs(1);
+
+/// Most connections over `--max-connections` held at once to be answered `503`; beyond them a
+/// connection is closed at once, unanswered. Each holds at most one read buffer (16 KiB plus a
+/// head) for a second: 64 of them are about 1 MiB, and 64 a second is far beyond any burst of
+/// real beacon nodes retrying.
+pub const MAX_REFUSING_CONNECTIONS: usize = 64;
+
 /// Most requests read ahead of their answers on one connection. Beacon nodes send one at a
 /// time; nginx may pipeline a few. Beyond this the connection stops being read (backpressure).
 pub const MAX_PIPELINED_REQUESTS: usize = 16;
@@ -101,6 +112,9 @@ pub enum CloseReason {
     WriteTimeout,
     /// The proxy is shutting down.
     Shutdown,
+    /// Over `--max-connections`: answered `503`, or no head came within
+    /// [`REFUSAL_HEAD_WAIT`].
+    OverCapacity,
 }
 
 impl fmt::Display for CloseReason {
@@ -115,6 +129,7 @@ impl fmt::Display for CloseReason {
             CloseReason::IdleTimeout => f.write_str("idle"),
             CloseReason::WriteTimeout => f.write_str("peer stopped reading"),
             CloseReason::Shutdown => f.write_str("shutting down"),
+            CloseReason::OverCapacity => f.write_str("over --max-connections"),
         }
     }
 }
@@ -129,6 +144,7 @@ pub struct Inbound<S = TcpStream> {
     /// Unique for the process lifetime; tells a reused slab slot from the original.
     pub serial: u64,
     limits: Limits,
+    mode: Mode,
     read: ReadState,
     buf: InputBuffer,
     slots: VecDeque<Slot>,
@@ -143,6 +159,16 @@ pub struct Inbound<S = TcpStream> {
     stopping: bool,
     last_activity: Instant,
     finished: Option<CloseReason>,
+}
+
+/// Whether the connection serves requests or only refuses one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// An ordinary connection.
+    Serving,
+    /// Accepted over `--max-connections`: its first head is answered `503` and the connection
+    /// closes; whatever happens, it is gone by `until`.
+    Refusing { until: Instant },
 }
 
 /// What the reading side waits for.
@@ -200,6 +226,7 @@ impl<S: Read + Write> Inbound<S> {
             peer,
             serial,
             limits,
+            mode: Mode::Serving,
             read: ReadState::Head { started: None },
             buf: InputBuffer::new(),
             slots: VecDeque::new(),
@@ -212,6 +239,28 @@ impl<S: Read + Write> Inbound<S> {
             last_activity: now,
             finished: None,
         }
+    }
+
+    /// A connection accepted over `--max-connections`: it is told `503` (a JSON-RPC error,
+    /// `Connection: close`) if its request head arrives within [`REFUSAL_HEAD_WAIT`], and closed
+    /// by then either way. No request of it is ever handed on.
+    pub fn refusing(
+        stream: S,
+        peer: SocketAddr,
+        serial: u64,
+        limits: Limits,
+        now: Instant,
+    ) -> Inbound<S> {
+        let mut inbound = Inbound::new(stream, peer, serial, limits, now);
+        inbound.mode = Mode::Refusing {
+            until: now + REFUSAL_HEAD_WAIT,
+        };
+        inbound
+    }
+
+    /// Whether this connection was accepted over `--max-connections` only to be refused.
+    pub fn is_refusing(&self) -> bool {
+        matches!(self.mode, Mode::Refusing { .. })
     }
 
     /// The socket, for (de)registration.
@@ -384,6 +433,9 @@ impl<S: Read + Write> Inbound<S> {
         if self.finished.is_some() {
             return None;
         }
+        if let Mode::Refusing { until } = self.mode {
+            return Some(until);
+        }
         if matches!(self.slots.front(), Some(Slot::Ready { .. })) {
             return Some(self.last_activity + self.limits.idle_timeout);
         }
@@ -408,6 +460,10 @@ impl<S: Read + Write> Inbound<S> {
         if now < deadline {
             return;
         }
+        if self.is_refusing() {
+            self.finish(CloseReason::OverCapacity);
+            return;
+        }
         if matches!(self.slots.front(), Some(Slot::Ready { .. })) {
             self.finish(CloseReason::WriteTimeout);
             return;
@@ -416,12 +472,20 @@ impl<S: Read + Write> Inbound<S> {
             // The 408 is written if the socket takes it now; the connection closes either way,
             // and the timeout (not the answer) is why.
             ReadState::Head { started: Some(_) } => {
-                self.reject(408, "request head not received in time");
+                self.reject(
+                    408,
+                    rpc::code::INVALID_REQUEST,
+                    "request head not received in time",
+                );
                 self.flush(now);
                 self.finished = Some(CloseReason::HeaderTimeout);
             }
             ReadState::Body { .. } => {
-                self.reject(408, "request body not received in time");
+                self.reject(
+                    408,
+                    rpc::code::INVALID_REQUEST,
+                    "request body not received in time",
+                );
                 self.flush(now);
                 self.finished = Some(CloseReason::BodyTimeout);
             }
@@ -493,10 +557,19 @@ impl<S: Read + Write> Inbound<S> {
             Ok(Some(head)) => head,
             Ok(None) => return false,
             Err(e) => {
-                self.reject(e.status(), &e.to_string());
+                self.reject(e.status(), rpc::code::INVALID_REQUEST, &e.to_string());
                 return false;
             }
         };
+        if self.is_refusing() {
+            // Nothing of it is read further, and nothing else on this connection.
+            self.reject(
+                503,
+                rpc::code::INTERNAL_ERROR,
+                "too many connections (--max-connections): try again later",
+            );
+            return false;
+        }
         self.buf.consume(head.head_bytes);
         let auth = authenticate(&head, context);
         if let Auth::Refused(_) = auth {
@@ -520,7 +593,7 @@ impl<S: Read + Write> Inbound<S> {
         let expected = match head.framing {
             Framing::Length(n) if n > self.limits.max_body_bytes as u64 => {
                 // Refused before reading a byte of it; the connection closes after the answer.
-                self.reject(413, "request body too large");
+                self.reject(413, rpc::code::INVALID_REQUEST, "request body too large");
                 return false;
             }
             // Bounded by max_body_bytes just above.
@@ -572,7 +645,7 @@ impl<S: Read + Write> Inbound<S> {
                 }
                 Err(e) => {
                     let status = e.status();
-                    self.reject(status, &e.to_string());
+                    self.reject(status, rpc::code::INVALID_REQUEST, &e.to_string());
                     return false;
                 }
             },
@@ -621,8 +694,8 @@ impl<S: Read + Write> Inbound<S> {
 
     /// Answers a request that cannot be read with `status` and a JSON-RPC error (id null:
     /// the body was never read), then stops reading; the connection closes after the answer.
-    fn reject(&mut self, status: u16, message: &str) {
-        let body = rpc::error_body(b"null", rpc::code::INVALID_REQUEST, message);
+    fn reject(&mut self, status: u16, code: i64, message: &str) {
+        let body = rpc::error_body(b"null", code, message);
         self.slots.push_back(Slot::Ready {
             head: response_head(Version::Http11, status, JSON, body.len(), false),
             body,
@@ -672,12 +745,19 @@ mod tests {
     };
 
     fn connection(chunks: &[&[u8]]) -> (Inbound<Peer>, Instant) {
+        accepted(chunks, Inbound::new)
+    }
+
+    type Constructor = fn(Peer, SocketAddr, u64, Limits, Instant) -> Inbound<Peer>;
+
+    /// A connection made by `constructor` whose peer has sent `chunks`, readable and writable.
+    fn accepted(chunks: &[&[u8]], constructor: Constructor) -> (Inbound<Peer>, Instant) {
         let now = Instant::now();
         let peer = Peer {
             incoming: chunks.iter().map(|c| c.to_vec()).collect(),
             ..Peer::default()
         };
-        let mut inbound = Inbound::new(peer, "127.0.0.1:1".parse().unwrap(), 1, LIMITS, now);
+        let mut inbound = constructor(peer, "127.0.0.1:1".parse().unwrap(), 1, LIMITS, now);
         inbound.on_ready(true, true);
         (inbound, now)
     }
@@ -925,6 +1005,61 @@ mod tests {
             read_authenticated(&mut inbound, now)[0].auth,
             Auth::Refused(_)
         ));
+    }
+
+    fn refusing(chunks: &[&[u8]]) -> (Inbound<Peer>, Instant) {
+        accepted(chunks, Inbound::refusing)
+    }
+
+    /// Issue 11, item 9: a connection over `--max-connections` used to be reset; now its first
+    /// head is told `503` with a JSON-RPC error, and nothing of it reaches the handler.
+    #[test]
+    fn refusing_head_is_answered_503_and_closes() {
+        let (mut inbound, now) = refusing(&[POST]);
+        assert!(inbound.is_refusing());
+        assert!(read(&mut inbound, now).is_empty(), "never handed on");
+        inbound.flush(now);
+        let text = written(&mut inbound);
+        assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+        assert!(text.contains("Connection: close\r\n"), "{text}");
+        assert!(text.contains("\"code\":-32603"), "{text}");
+        assert!(text.contains("--max-connections"), "{text}");
+        assert_eq!(inbound.finished(), Some(CloseReason::Done));
+    }
+
+    #[test]
+    fn refusing_head_split_anywhere_is_answered_once() {
+        for cut in 1..POST.len() {
+            let (mut inbound, now) = refusing(&[&POST[..cut]]);
+            assert!(read(&mut inbound, now).is_empty());
+            arrive(&mut inbound, &POST[cut..]);
+            assert!(read(&mut inbound, now).is_empty());
+            inbound.flush(now);
+            assert_eq!(written(&mut inbound).matches("503").count(), 1, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn refusing_silence_closes_after_the_head_wait() {
+        let (mut inbound, now) = refusing(&[b"POST / HT"]);
+        assert!(read(&mut inbound, now).is_empty());
+        assert_eq!(inbound.deadline(), Some(now + REFUSAL_HEAD_WAIT));
+        inbound.on_timeout(now + REFUSAL_HEAD_WAIT - Duration::from_millis(1));
+        assert_eq!(inbound.finished(), None);
+        inbound.on_timeout(now + REFUSAL_HEAD_WAIT);
+        assert_eq!(inbound.finished(), Some(CloseReason::OverCapacity));
+        assert_eq!(written(&mut inbound), "", "no answer without a head");
+    }
+
+    #[test]
+    fn refusing_answer_the_peer_does_not_read_is_dropped_at_the_head_wait() {
+        let (mut inbound, now) = refusing(&[POST]);
+        inbound.stream_mut().window = 1;
+        inbound.on_ready(true, false);
+        assert!(read(&mut inbound, now).is_empty());
+        assert_eq!(inbound.deadline(), Some(now + REFUSAL_HEAD_WAIT));
+        inbound.on_timeout(now + REFUSAL_HEAD_WAIT);
+        assert_eq!(inbound.finished(), Some(CloseReason::OverCapacity));
     }
 
     #[test]

@@ -16,6 +16,9 @@
 //! in the stream and answered all of them. With a JWT secret (bit 1 of the script's first
 //! byte), a request that needs a token and has no valid one is handed on refused at its head,
 //! with no body beyond what came with the head, no `100 Continue`, and nothing read after it.
+//! With bit 2 set the connection is one accepted over `--max-connections`: it never hands a
+//! request on, writes at most one answer (`503`, or the error its head deserves) and closes by
+//! `REFUSAL_HEAD_WAIT`.
 //!
 //! Input layout (so seeds can be written by hand): byte 0 is the length `n` of the script, bytes
 //! `1..=n` are the script (decoded with `arbitrary` into a setup and operations), and the rest is
@@ -41,7 +44,8 @@ use sync_proxy::http::head::{
     Framing, HeadError, RequestHead, RequestMethod, Version, parse_request_head,
 };
 use sync_proxy::inbound::{
-    Auth, CloseReason, Inbound, Limits, MAX_PIPELINED_REQUESTS, ParsedRequest, ReadContext,
+    Auth, CloseReason, Inbound, Limits, MAX_PIPELINED_REQUESTS, ParsedRequest, REFUSAL_HEAD_WAIT,
+    ReadContext,
 };
 use sync_proxy::jwt::{self, Secret};
 use sync_proxy::time::Clock;
@@ -291,7 +295,7 @@ fuzz_target!(|data: &[u8]| {
             String::from_utf8_lossy(stream)
         );
     }
-    let mut run = Run::new(limit_set.limits(), secret, stream);
+    let mut run = Run::new(limit_set.limits(), secret, setup & 4 != 0, stream);
     while !u.is_empty() {
         let Ok(op) = Op::arbitrary(&mut u) else {
             break;
@@ -316,7 +320,7 @@ fuzz_target!(|data: &[u8]| {
 });
 
 impl Run {
-    fn new(limits: Limits, secret: Option<Secret>, stream: &[u8]) -> Run {
+    fn new(limits: Limits, secret: Option<Secret>, refusing: bool, stream: &[u8]) -> Run {
         let peer = Peer {
             stream: stream.to_vec(),
             sent: 0,
@@ -335,7 +339,11 @@ impl Run {
         let t0 = Instant::now();
         let peer_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 40_000));
         Run {
-            conn: Inbound::new(peer, peer_addr, 1, limits, t0),
+            conn: if refusing {
+                Inbound::refusing(peer, peer_addr, 1, limits, t0)
+            } else {
+                Inbound::new(peer, peer_addr, 1, limits, t0)
+            },
             limits,
             expected: expected(stream, limits, secret.as_ref()),
             secret,
@@ -527,6 +535,11 @@ impl Run {
     }
 
     fn on_request(&mut self, request: ParsedRequest) {
+        assert!(
+            !self.conn.is_refusing(),
+            "a connection over --max-connections handed on {:?}",
+            request.head
+        );
         let seq = request.seq;
         assert_eq!(seq, self.requests.len() as u64, "requests out of sequence");
         assert!(request.head.head_bytes <= self.limits.max_head_bytes);
@@ -638,6 +651,10 @@ impl Run {
         let finished = self.conn.finished();
         let written = std::mem::take(&mut self.peer().written);
         let responses = parse_responses(&written, &self.requests);
+        if self.conn.is_refusing() {
+            self.check_end_refusing(finished, &responses);
+            return;
+        }
 
         let mut next_seq = 0;
         let mut continues = 0;
@@ -743,6 +760,38 @@ impl Run {
                     "error answer {reject:?}, expected {:?}",
                     self.expected.reject_status
                 );
+            }
+        }
+    }
+}
+
+impl Run {
+    /// A connection over `--max-connections`: one error answer at most, then closed; never
+    /// open past `REFUSAL_HEAD_WAIT`.
+    fn check_end_refusing(&mut self, finished: Option<CloseReason>, responses: &Responses) {
+        assert!(responses.complete.len() <= 1, "more than one answer");
+        if let Some(answer) = responses.complete.first() {
+            assert!(answer.close, "the refusal closes the connection");
+            let head_error = self
+                .expected
+                .reject_status
+                .filter(|_| self.expected.requests.is_empty());
+            assert!(
+                answer.status == 503
+                    || Some(answer.status) == head_error
+                    || Some(answer.status) == self.expected.alternative_reject_status,
+                "refusal status {}",
+                answer.status
+            );
+        }
+        match finished {
+            Some(_) => {}
+            None => {
+                let deadline = self
+                    .conn
+                    .deadline()
+                    .expect("a refusing connection has a deadline");
+                assert!(deadline <= self.t0 + REFUSAL_HEAD_WAIT);
             }
         }
     }

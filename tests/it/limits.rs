@@ -77,19 +77,47 @@ fn idle_connection_is_closed_after_idle_timeout() {
     drop(proxy);
 }
 
+/// Issue 11, item 9: a connection over `--max-connections` used to be closed unanswered. Its
+/// request is now told 503 with a JSON-RPC error; a silent one is closed after a second; beyond
+/// 64 such connections held at once, the next is closed at once.
 #[test]
-fn connection_limit_refuses_extra_connections() {
+fn connection_limit_answers_extra_connections_503() {
     let el = MockEl::start("el-0");
     let proxy = ProxyProcess::start(&["--el", &el.url(), "--max-connections", "2"]);
     let _a = Client::connect(proxy.addr());
     let _b = Client::connect(proxy.addr());
     let mut c = Client::connect(proxy.addr());
-    assert!(c.is_closed(), "third connection refused");
+    c.post("/", &rpc(json!(1), "eth_chainId", json!([])), "");
+    let answer = c.read_response();
+    assert_eq!(answer.status, 503);
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert_eq!(answer.json()["error"]["code"], -32603);
+    assert!(c.is_closed());
+    assert!(el.received().is_empty(), "nothing of it was forwarded");
     assert!(
         proxy
             .wait_log("--max-connections 2 reached", WAIT)
             .is_some()
     );
+    // Silent extras are held for a second at most, 64 of them at once; the next is closed now.
+    let before_held = Instant::now();
+    let held: Vec<Client> = (0..64).map(|_| Client::connect(proxy.addr())).collect();
+    let before_extra = Instant::now();
+    let mut extra = Client::connect(proxy.addr());
+    assert!(extra.is_closed(), "the 65th extra connection is closed");
+    let extra_closed = before_extra.elapsed();
+    for mut client in held {
+        assert!(client.is_closed(), "held extras are closed unanswered");
+    }
+    let held_closed = before_held.elapsed();
+    assert!(
+        extra_closed < Duration::from_millis(900) && held_closed >= Duration::from_millis(900),
+        "extra closed after {extra_closed:?}, held ones after {held_closed:?}"
+    );
+    // Once they are gone, an extra connection is told 503 again.
+    let mut again = Client::connect(proxy.addr());
+    again.post("/", &rpc(json!(2), "eth_chainId", json!([])), "");
+    assert_eq!(again.read_response().status, 503);
 }
 
 /// A 2 MB `newPayload` with a unique block hash.

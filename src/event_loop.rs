@@ -105,6 +105,9 @@ pub struct Proxy {
     /// will not announce those bytes again, so the loop drives them in the next iteration
     /// (after a poll that does not wait) instead of waiting for an edge that never comes.
     unfinished: Vec<usize>,
+    /// The last accept round spent its budget: the backlog may hold connections that no
+    /// listener edge will announce again.
+    accept_unfinished: bool,
     shutdown_deadline: Option<Instant>,
 }
 
@@ -163,6 +166,7 @@ impl Proxy {
             closed: Vec::new(),
             woken: Vec::new(),
             unfinished: Vec::new(),
+            accept_unfinished: false,
             shutdown_deadline: None,
             config,
         })
@@ -184,7 +188,7 @@ impl Proxy {
             if self.is_done(clock.now) {
                 return Ok(());
             }
-            let timeout = if self.unfinished.is_empty() {
+            let timeout = if self.unfinished.is_empty() && !self.accept_unfinished {
                 self.next_deadline()
                     .map(|deadline| deadline.saturating_duration_since(clock.now))
             } else {
@@ -200,6 +204,9 @@ impl Proxy {
             // Taken before this batch: what the batch leaves unfinished waits one more round,
             // so a fast peer yields to the others after each budget.
             let unfinished = std::mem::take(&mut self.unfinished);
+            if std::mem::take(&mut self.accept_unfinished) {
+                self.accept(clock);
+            }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(clock),
@@ -285,6 +292,7 @@ impl Proxy {
             self.metrics.connections_accepted += 1;
             trace!("accepted connection from {peer}");
         }
+        self.accept_unfinished = true;
     }
 
     fn on_signal(&mut self, clock: Clock) {

@@ -84,6 +84,8 @@ pub struct Config {
     pub body_timeout: Duration,
     /// Time an idle keep-alive connection is kept.
     pub idle_timeout: Duration,
+    /// Most answer bytes owed to beacon nodes, unsent, all connections together.
+    pub max_unsent_answer_bytes: usize,
     /// Most requests queued per upstream.
     pub queue_max: usize,
     /// Most body bytes queued per upstream.
@@ -135,6 +137,11 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 128 * 1024 * 1024;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Default connection limit: a few beacon nodes and nginx workers need far fewer.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Default bound on answer bytes owed to beacon nodes that do not read them: a hundred full-size
+/// (2 MB) answers, far beyond what beacon nodes reading their answers ever leave unsent, and
+/// small enough for a small VM; without it 256 connections x 16 pipelined requests x 2 MB would
+/// be 8 GiB.
+pub const DEFAULT_MAX_UNSENT_ANSWER_BYTES: usize = 256 * 1024 * 1024;
 /// Default per-upstream queue length: over a slot's worth of calls from several beacon nodes.
 pub const DEFAULT_QUEUE_MAX: usize = 64;
 /// Default per-upstream queued bytes: ~30 full 2 MB payloads, bounded so a dead execution
@@ -251,6 +258,13 @@ impl Config {
                 Unit::Seconds,
                 Duration::from_secs(120),
             )?,
+            max_unsent_answer_bytes: match &args.max_unsent_answer_bytes {
+                Some(v) => match parse_bytes("--max-unsent-answer-bytes", v)? {
+                    0 => return Err(error("--max-unsent-answer-bytes", v, "must be at least 1")),
+                    n => n,
+                },
+                None => DEFAULT_MAX_UNSENT_ANSWER_BYTES,
+            },
             queue_max: count_or(&args.queue_max, "--queue-max", DEFAULT_QUEUE_MAX)?,
             queue_max_bytes: bytes_or(
                 &args.queue_max_bytes,
@@ -687,6 +701,7 @@ mod tests {
         assert_eq!(config.listen, DEFAULT_LISTEN.parse().unwrap());
         assert_eq!(config.ack, AckMode::Primary);
         assert_eq!(config.max_body_bytes, 128 << 20);
+        assert_eq!(config.max_unsent_answer_bytes, 256 << 20);
         assert_eq!(config.upstreams.len(), 1);
         assert_eq!(&*config.upstreams[0].path, "/");
         assert_eq!(&*config.chain_name, "mainnet");
@@ -763,6 +778,10 @@ mod tests {
         let cases: &[(&[&str], &str)] = &[
             (&["--el", "127.0.0.1:1", "--max-body", "lots"], "--max-body"),
             (&["--el", "127.0.0.1:1", "--ack", "later"], "--ack"),
+            (
+                &["--el", "127.0.0.1:1", "--max-unsent-answer-bytes", "0"],
+                "--max-unsent-answer-bytes",
+            ),
             (&["--el", "127.0.0.1:1", "--listen", "nowhere"], "--listen"),
             (&["--el", "https://127.0.0.1:1"], "--el"),
             (&["--el", "127.0.0.1"], "--el"),

@@ -27,7 +27,9 @@ use crate::exchange::{Answer, Exchange, LegFailure, Reply};
 use crate::execution_client::ExecutionClient;
 use crate::handler::{self, Action, Context, Endpoint};
 use crate::http::write::JSON;
-use crate::inbound::{Inbound, Limits, MAX_REFUSING_CONNECTIONS, ParsedRequest, ReadContext};
+use crate::inbound::{
+    AnswerBudget, Inbound, Limits, MAX_REFUSING_CONNECTIONS, ParsedRequest, ReadContext,
+};
 use crate::log_limit::LogLimiter;
 use crate::metrics::Metrics;
 use crate::policy::{Router, UpstreamView};
@@ -45,6 +47,9 @@ const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 /// Connection tokens are slab keys shifted past the reserved ones.
 const FIRST_CONNECTION: usize = 2;
+
+/// The log topic of connections closed for answers left unread (see [`crate::log_limit`]).
+const SHED_TOPIC: &str = "connections closed for unread answers";
 
 /// The log topic of connections refused at `--max-connections` (see [`crate::log_limit`]).
 const CONNECTION_LIMIT_TOPIC: &str = "connections refused at --max-connections";
@@ -96,6 +101,8 @@ pub struct Proxy {
     router: Router,
     metrics: Metrics,
     log_limit: LogLimiter,
+    /// Answer bytes owed to beacon nodes, recounted once per iteration.
+    answer_budget: AnswerBudget,
     limits: Limits,
     /// Connections to free at the end of the iteration.
     closed: Vec<usize>,
@@ -143,6 +150,7 @@ impl Proxy {
             header_timeout: config.header_timeout,
             body_timeout: config.body_timeout,
             idle_timeout: config.idle_timeout,
+            max_unsent_answer_bytes: config.max_unsent_answer_bytes,
         };
         Ok(Proxy {
             poll,
@@ -162,6 +170,7 @@ impl Proxy {
             router,
             metrics: Metrics::new(now),
             log_limit: LogLimiter::new(),
+            answer_budget: AnswerBudget::new(config.max_unsent_answer_bytes),
             limits,
             closed: Vec::new(),
             woken: Vec::new(),
@@ -367,6 +376,7 @@ impl Proxy {
             let context = ReadContext {
                 clock,
                 jwt_secret: self.config.jwt_secret.as_ref(),
+                unsent_answer_bytes: self.answer_budget.unsent_bytes(),
             };
             inbound.read_requests(context, &mut parsed);
             let peer = inbound.peer;
@@ -593,6 +603,7 @@ impl Proxy {
 
     fn on_timers(&mut self, clock: Clock) {
         let now = clock.now;
+        self.review_answers(now);
         let expired: Vec<usize> = self
             .connections
             .iter()
@@ -651,6 +662,36 @@ impl Proxy {
             }
         }
         self.service_woken(clock);
+    }
+
+    /// Recounts the answer bytes owed to beacon nodes: beyond `--max-unsent-answer-bytes` the
+    /// connections owing most are closed; once back within it, every connection is woken, since
+    /// those held back have readiness no edge will announce again.
+    fn review_answers(&mut self, now: Instant) {
+        let owed = self.connections.iter().filter_map(|(key, c)| match c {
+            Connection::Inbound(inbound) => Some((key, inbound.unsent_answer_bytes())),
+            Connection::Upstream(_) => None,
+        });
+        let recount = self.answer_budget.recount(owed);
+        for key in recount.shed {
+            if let Some(Connection::Inbound(inbound)) = self.connections.get_mut(key) {
+                self.metrics.connections_shed += 1;
+                if self.log_limit.admit(SHED_TOPIC, inbound.peer.ip(), now) {
+                    warn!(
+                        "closing connection from {}: {} answer bytes unread while beacon-node connections owe more than --max-unsent-answer-bytes",
+                        inbound.peer,
+                        inbound.unsent_answer_bytes()
+                    );
+                }
+                inbound.shed();
+                self.close_if_finished(key);
+            }
+        }
+        if recount.resumed {
+            let inbound = self.connections.iter();
+            let keys = inbound.filter(|(_, c)| matches!(c, Connection::Inbound(_)));
+            self.woken.extend(keys.map(|(key, _)| key));
+        }
     }
 
     fn next_deadline(&self) -> Option<Instant> {

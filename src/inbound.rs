@@ -38,6 +38,12 @@ pub const REFUSAL_HEAD_WAIT: Duration = Duration::from_secs(1);
 /// real beacon nodes retrying.
 pub const MAX_REFUSING_CONNECTIONS: usize = 64;
 
+/// Most answer bytes a connection may owe its peer, unsent, and still have its next request
+/// read. A beacon node reads each answer before it sends its next request, so it never comes
+/// near this; a peer that pipelines requests and reads nothing stops being read once it owes two
+/// full-size answers (a `getPayload` with blobs is about 2 MB). Backpressure, not an error.
+pub const MAX_UNSENT_ANSWER_BYTES_PER_CONNECTION: usize = 4 * 1024 * 1024;
+
 /// Most requests read ahead of their answers on one connection. Beacon nodes send one at a
 /// time; nginx may pipeline a few. Beyond this the connection stops being read (backpressure).
 pub const MAX_PIPELINED_REQUESTS: usize = 16;
@@ -55,6 +61,9 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Time an idle connection is kept, and a stalled write is waited for.
     pub idle_timeout: Duration,
+    /// `--max-unsent-answer-bytes`: while all connections together owe more answer bytes than
+    /// this, none of them has a new request read.
+    pub max_unsent_answer_bytes: usize,
 }
 
 /// What reading needs from outside the connection, passed in with each call.
@@ -64,6 +73,70 @@ pub struct ReadContext<'a> {
     pub clock: Clock,
     /// `--jwt-secret`: tokens in request heads are verified with it.
     pub jwt_secret: Option<&'a Secret>,
+    /// Answer bytes all beacon-node connections owe their peers, unsent (see [`AnswerBudget`]).
+    pub unsent_answer_bytes: usize,
+}
+
+/// The answer bytes all beacon-node connections owe their peers, against
+/// `--max-unsent-answer-bytes`, recounted by the event loop once per iteration.
+///
+/// Over the bound no connection has a new request read (each [`Inbound`] is told the total in
+/// its [`ReadContext`]). Answers to requests read before can still push the total beyond it
+/// (each connection may have [`MAX_PIPELINED_REQUESTS`] under way, and answers run to
+/// `--max-body`), so beyond the bound the connections owing most are closed, their peers being
+/// the ones not reading: memory stays bounded by the bound plus what one loop iteration brings.
+#[derive(Clone, Copy, Debug)]
+pub struct AnswerBudget {
+    max_bytes: usize,
+    unsent_bytes: usize,
+}
+
+/// What a recount of the [`AnswerBudget`] asks of the event loop.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recount {
+    /// Connections (by key) to close, largest debt first: the rest then fit the bound.
+    pub shed: Vec<usize>,
+    /// The total fell back within the bound: connections held back may read again, and
+    /// edge-triggered readiness will not tell them.
+    pub resumed: bool,
+}
+
+impl AnswerBudget {
+    /// A budget of `max_bytes` with nothing owed yet.
+    pub fn new(max_bytes: usize) -> AnswerBudget {
+        AnswerBudget {
+            max_bytes,
+            unsent_bytes: 0,
+        }
+    }
+
+    /// The total as last counted.
+    pub fn unsent_bytes(&self) -> usize {
+        self.unsent_bytes
+    }
+
+    /// Counts again from each connection's key and [`Inbound::unsent_answer_bytes`].
+    pub fn recount(&mut self, owed: impl IntoIterator<Item = (usize, usize)>) -> Recount {
+        let was_over = self.unsent_bytes > self.max_bytes;
+        let mut debtors: Vec<(usize, usize)> = owed.into_iter().filter(|(_, b)| *b > 0).collect();
+        let mut total: usize = debtors.iter().map(|(_, bytes)| bytes).sum();
+        let mut shed = Vec::new();
+        if total > self.max_bytes {
+            debtors.sort_unstable_by_key(|&(key, bytes)| (std::cmp::Reverse(bytes), key));
+            for (key, bytes) in debtors {
+                if total <= self.max_bytes {
+                    break;
+                }
+                shed.push(key);
+                total -= bytes;
+            }
+        }
+        self.unsent_bytes = total;
+        Recount {
+            shed,
+            resumed: was_over && total <= self.max_bytes,
+        }
+    }
 }
 
 /// A request's credential, judged once its head arrived.
@@ -112,6 +185,9 @@ pub enum CloseReason {
     WriteTimeout,
     /// The proxy is shutting down.
     Shutdown,
+    /// Its peer left answers unread while all connections owed more than
+    /// `--max-unsent-answer-bytes`, and it owed the most.
+    AnswersUnread,
     /// Over `--max-connections`: answered `503`, or no head came within
     /// [`REFUSAL_HEAD_WAIT`].
     OverCapacity,
@@ -129,6 +205,9 @@ impl fmt::Display for CloseReason {
             CloseReason::IdleTimeout => f.write_str("idle"),
             CloseReason::WriteTimeout => f.write_str("peer stopped reading"),
             CloseReason::Shutdown => f.write_str("shutting down"),
+            CloseReason::AnswersUnread => {
+                f.write_str("answers left unread beyond --max-unsent-answer-bytes")
+            }
             CloseReason::OverCapacity => f.write_str("over --max-connections"),
         }
     }
@@ -157,6 +236,9 @@ pub struct Inbound<S = TcpStream> {
     peer_closed: bool,
     /// Shutting down: read no request after the one under way.
     stopping: bool,
+    /// All connections owed more answer bytes than the bound when last told: read no new
+    /// request.
+    answers_over_budget: bool,
     last_activity: Instant,
     finished: Option<CloseReason>,
 }
@@ -236,6 +318,7 @@ impl<S: Read + Write> Inbound<S> {
             hangup: false,
             peer_closed: false,
             stopping: false,
+            answers_over_budget: false,
             last_activity: now,
             finished: None,
         }
@@ -302,9 +385,33 @@ impl<S: Read + Write> Inbound<S> {
         self.slots.len()
     }
 
+    /// Bytes of answers ready for the peer and not written yet.
+    pub fn unsent_answer_bytes(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|slot| match slot {
+                Slot::Ready {
+                    head,
+                    body,
+                    written,
+                    ..
+                } => (head.len() + body.len()).saturating_sub(*written),
+                Slot::Waiting { .. } => 0,
+            })
+            .sum()
+    }
+
+    /// Closes the connection, answers unwritten: it owed the most while all connections owed
+    /// more than `--max-unsent-answer-bytes` (see [`AnswerBudget`]).
+    pub fn shed(&mut self) {
+        self.finish(CloseReason::AnswersUnread);
+    }
+
     /// Reads what the socket has and returns the requests completed by it.
     pub fn read_requests(&mut self, context: ReadContext<'_>, out: &mut Vec<ParsedRequest>) {
         let now = context.clock.now;
+        self.answers_over_budget =
+            context.unsent_answer_bytes > self.limits.max_unsent_answer_bytes;
         // Requests already buffered come first: answers may have freed pipeline slots since
         // they were read, and edge-triggered readiness will not announce them again.
         if self.finished.is_none() {
@@ -496,10 +603,21 @@ impl<S: Read + Write> Inbound<S> {
     }
 
     fn wants_read(&self) -> bool {
-        self.finished.is_none()
-            && !self.peer_closed
-            && !matches!(self.read, ReadState::Stopped)
-            && self.slots.len() < MAX_PIPELINED_REQUESTS
+        let reading = match self.read {
+            ReadState::Head { .. } => self.may_start_request(),
+            ReadState::Body { .. } => self.slots.len() < MAX_PIPELINED_REQUESTS,
+            ReadState::Stopped => false,
+        };
+        reading && self.finished.is_none() && !self.peer_closed
+    }
+
+    /// Backpressure: a new request is read only while the answers owed stay within bounds: in
+    /// number, in unsent bytes on this connection, and in unsent bytes on all of them. A body
+    /// under way is read to its end regardless.
+    fn may_start_request(&self) -> bool {
+        self.slots.len() < MAX_PIPELINED_REQUESTS
+            && !self.answers_over_budget
+            && self.unsent_answer_bytes() <= MAX_UNSENT_ANSWER_BYTES_PER_CONNECTION
     }
 
     fn finish(&mut self, reason: CloseReason) {
@@ -527,14 +645,14 @@ impl<S: Read + Write> Inbound<S> {
     fn parse(&mut self, context: ReadContext<'_>, out: &mut Vec<ParsedRequest>) {
         let now = context.clock.now;
         loop {
+            let may_start = self.may_start_request();
             match &mut self.read {
                 ReadState::Stopped => {
                     self.buf.clear();
                     return;
                 }
                 ReadState::Head { started } => {
-                    // Backpressure: no more requests than answers we are willing to owe.
-                    if self.buf.is_empty() || self.slots.len() >= MAX_PIPELINED_REQUESTS {
+                    if self.buf.is_empty() || !may_start {
                         return;
                     }
                     started.get_or_insert(now);
@@ -742,6 +860,7 @@ mod tests {
         header_timeout: Duration::from_secs(10),
         body_timeout: Duration::from_secs(60),
         idle_timeout: Duration::from_secs(120),
+        max_unsent_answer_bytes: 1 << 20,
     };
 
     fn connection(chunks: &[&[u8]]) -> (Inbound<Peer>, Instant) {
@@ -772,6 +891,7 @@ mod tests {
                 unix_secs: UNIX_SECS,
             },
             jwt_secret: None,
+            unsent_answer_bytes: 0,
         }
     }
 
@@ -1125,6 +1245,101 @@ mod tests {
         inbound.flush(now);
         // No new readiness: the buffered requests are parsed as slots free up.
         assert_eq!(read(&mut inbound, now).len(), 1);
+    }
+
+    /// Issue 11, item 2: a peer that pipelines requests and reads no answer stops being read
+    /// once it owes more than its share, and is read again once it catches up.
+    #[test]
+    fn pipelined_requests_wait_while_this_connection_owes_too_many_bytes() {
+        let (mut inbound, now) = connection(&[&POST.repeat(3)]);
+        inbound.stream_mut().window = 1;
+        let read_first = read(&mut inbound, now).len();
+        assert_eq!(read_first, 3);
+        inbound.writable = false;
+        inbound.answer(
+            0,
+            200,
+            JSON,
+            vec![b'a'; MAX_UNSENT_ANSWER_BYTES_PER_CONNECTION + 1],
+        );
+        arrive(&mut inbound, POST);
+        assert!(
+            read(&mut inbound, now).is_empty(),
+            "owes more than its share"
+        );
+        assert!(
+            !inbound.wants_service(),
+            "nothing to do until the peer reads"
+        );
+        assert!(inbound.unsent_answer_bytes() > MAX_UNSENT_ANSWER_BYTES_PER_CONNECTION);
+        inbound.stream_mut().window = 0;
+        inbound.on_ready(false, true);
+        inbound.flush(now);
+        assert_eq!(inbound.unsent_answer_bytes(), 0);
+        assert!(inbound.wants_service());
+        assert_eq!(read(&mut inbound, now).len(), 1, "read again once written");
+    }
+
+    #[test]
+    fn reading_head_waits_while_all_connections_owe_too_many_bytes() {
+        let (mut inbound, now) = connection(&[POST]);
+        let mut out = Vec::new();
+        let over = ReadContext {
+            unsent_answer_bytes: LIMITS.max_unsent_answer_bytes + 1,
+            ..context(now)
+        };
+        inbound.read_requests(over, &mut out);
+        assert!(out.is_empty(), "no new request while over the budget");
+        assert!(
+            !inbound.wants_service(),
+            "the loop wakes it when the budget frees"
+        );
+        let at_bound = ReadContext {
+            unsent_answer_bytes: LIMITS.max_unsent_answer_bytes,
+            ..context(now)
+        };
+        inbound.read_requests(at_bound, &mut out);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn reading_body_under_way_completes_over_the_budget() {
+        let (mut inbound, now) = connection(&[&POST[..POST.len() - 1]]);
+        assert!(read(&mut inbound, now).is_empty());
+        arrive(&mut inbound, &POST[POST.len() - 1..]);
+        let mut out = Vec::new();
+        let over = ReadContext {
+            unsent_answer_bytes: usize::MAX,
+            ..context(now)
+        };
+        inbound.read_requests(over, &mut out);
+        assert_eq!(out.len(), 1, "a body under way is read to its end");
+    }
+
+    #[test]
+    fn answer_budget_sheds_the_largest_debtors_until_the_rest_fit() {
+        let mut budget = AnswerBudget::new(100);
+        let recount = budget.recount([(1, 40), (2, 0), (3, 50)]);
+        assert_eq!(recount, Recount::default());
+        assert_eq!(budget.unsent_bytes(), 90);
+        let recount = budget.recount([(1, 40), (2, 30), (3, 80), (4, 80)]);
+        assert_eq!(recount.shed, [3, 4], "largest first, ties by key");
+        assert!(!recount.resumed, "it was within the bound before");
+        assert_eq!(budget.unsent_bytes(), 70);
+        // Over the bound between recounts (answers arrived): reading resumes once it fits.
+        budget.unsent_bytes = 150;
+        let recount = budget.recount([(1, 40)]);
+        assert!(recount.shed.is_empty() && recount.resumed);
+        assert_eq!(budget.recount([(1, 40)]), Recount::default());
+    }
+
+    #[test]
+    fn shed_connection_closes_with_its_answers_unwritten() {
+        let (mut inbound, now) = connection(&[POST]);
+        assert_eq!(read(&mut inbound, now).len(), 1);
+        inbound.shed();
+        assert_eq!(inbound.finished(), Some(CloseReason::AnswersUnread));
+        assert_eq!(inbound.deadline(), None);
     }
 
     #[test]

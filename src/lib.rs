@@ -6,6 +6,7 @@
 //! exchanges) take bytes and time in and return decisions; only [`event_loop`], [`inbound`] and
 //! [`upstream`] touch sockets.
 
+pub mod allocator;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -40,6 +41,7 @@ use crate::event_loop::Proxy;
 
 /// Runs the proxy with `config` until a signal stops it.
 pub fn run(config: Config) -> io::Result<()> {
+    allocator::return_large_blocks_when_freed();
     let listen = config.listen;
     let mut proxy = Proxy::bind(config.clone()).map_err(|e| {
         io::Error::new(e.kind(), format!("cannot listen on --listen {listen}: {e}"))

@@ -88,6 +88,8 @@ pub struct Metrics {
     pub connections_accepted: u64,
     /// Connections refused at the connection limit.
     pub connections_refused: u64,
+    /// Connections closed for answers left unread beyond `--max-unsent-answer-bytes`.
+    pub connections_shed: u64,
     /// Answers to beacon nodes by class: 2xx, 4xx, 5xx.
     answers_by_class: [u64; 3],
     latency_buckets: [u64; LATENCY_BUCKETS_SECS.len()],
@@ -106,6 +108,7 @@ impl Metrics {
             ignored_slot_claims: 0,
             connections_accepted: 0,
             connections_refused: 0,
+            connections_shed: 0,
             answers_by_class: [0; 3],
             latency_buckets: [0; LATENCY_BUCKETS_SECS.len()],
             latency_count: 0,
@@ -210,6 +213,12 @@ impl Metrics {
             "sync_proxy_connections_refused_total",
             "Connections refused at --max-connections.",
             self.connections_refused,
+        );
+        counter(
+            &mut out,
+            "sync_proxy_connections_shed_total",
+            "Connections closed for answers left unread beyond --max-unsent-answer-bytes.",
+            self.connections_shed,
         );
         gauge(
             &mut out,

@@ -16,6 +16,8 @@
 //! in the stream and answered all of them. With a JWT secret (bit 1 of the script's first
 //! byte), a request that needs a token and has no valid one is handed on refused at its head,
 //! with no body beyond what came with the head, no `100 Continue`, and nothing read after it.
+//! The answer budget is this connection's own unsent bytes (as if it were the only one), so
+//! backpressure on it is exercised, and the final delivery must still read everything.
 //! With bit 2 set the connection is one accepted over `--max-connections`: it never hands a
 //! request on, writes at most one answer (`503`, or the error its head deserves) and closes by
 //! `REFUSAL_HEAD_WAIT`.
@@ -83,9 +85,10 @@ enum LimitSet {
 
 impl LimitSet {
     fn limits(self) -> Limits {
-        let (max_head_bytes, max_body_bytes) = match self {
-            LimitSet::Small => (1024, 64 * 1024),
-            LimitSet::Tiny => (128, 64),
+        // The answer budget is within reach of the script's padded answers (up to 4 KiB each).
+        let (max_head_bytes, max_body_bytes, max_unsent_answer_bytes) = match self {
+            LimitSet::Small => (1024, 64 * 1024, 16 * 1024),
+            LimitSet::Tiny => (128, 64, 256),
         };
         Limits {
             max_head_bytes,
@@ -93,6 +96,7 @@ impl LimitSet {
             header_timeout: Duration::from_millis(1_000),
             body_timeout: Duration::from_millis(2_000),
             idle_timeout: Duration::from_millis(5_000),
+            max_unsent_answer_bytes,
         }
     }
 }
@@ -519,6 +523,8 @@ impl Run {
                     unix_secs: UNIX_SECS,
                 },
                 jwt_secret: self.secret.as_ref(),
+                // As if this were the only connection: its own debt is the total.
+                unsent_answer_bytes: self.conn.unsent_answer_bytes(),
             };
             // The event loop skips finished connections; calling anyway checks they stay quiet.
             self.conn.read_requests(context, &mut parsed);

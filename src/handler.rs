@@ -1,8 +1,11 @@
-//! What to do with one complete request from a beacon node: operator endpoints, JWT check,
-//! JSON-RPC inspection, identity, beacon tracking and routing, in that order.
+//! What to do with one complete request from a beacon node: the JWT verdict (reached by
+//! [`crate::inbound`] when the head arrived), operator endpoints, JSON-RPC inspection, identity,
+//! beacon tracking and routing, in that order.
 //!
 //! Returns an [`Action`] and touches no socket; the event loop applies it (answers, queues the
-//! legs, opens the exchange). Every refusal is a well-formed answer carrying the request's `id`.
+//! legs, opens the exchange). Every refusal is a well-formed answer carrying the request's `id`
+//! (`null` when its body was never read). Refusals a peer can repeat at will are logged through
+//! [`crate::log_limit`].
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -24,7 +27,7 @@ use crate::rpc::{self, Hash32, InspectError, Inspected};
 use crate::time::Clock;
 
 /// The log topic of slot claims beyond the wall clock (see [`crate::log_limit`]).
-pub const FUTURE_SLOT_TOPIC: &str = "slot claims beyond the wall clock";
+const FUTURE_SLOT_TOPIC: &str = "slot claims beyond the wall clock";
 
 /// Longest chain of sync-proxies a request may pass: deployments chain two or three; a longer
 /// trail means a loop through proxies that restarted (new names) or a misconfiguration.

@@ -68,6 +68,12 @@ pub struct Args {
     #[argh(option)]
     pub idle_timeout: Option<String>,
 
+    /// most answer bytes held for beacon nodes that do not read them, all connections together;
+    /// beyond it no new request is read and the connections owing most are closed (default
+    /// 256MiB)
+    #[argh(option)]
+    pub max_unsent_answer_bytes: Option<String>,
+
     /// most requests queued per execution client (default 64)
     #[argh(option)]
     pub queue_max: Option<String>,
@@ -172,6 +178,10 @@ const ENV_FLAGS: &[EnvFlag] = &[
     env("--header-timeout", &["SYNC_PROXY_HEADER_TIMEOUT"]),
     env("--body-timeout", &["SYNC_PROXY_BODY_TIMEOUT"]),
     env("--idle-timeout", &["SYNC_PROXY_IDLE_TIMEOUT"]),
+    env(
+        "--max-unsent-answer-bytes",
+        &["SYNC_PROXY_MAX_UNSENT_ANSWER_BYTES"],
+    ),
     env("--queue-max", &["SYNC_PROXY_QUEUE_MAX"]),
     env("--queue-max-bytes", &["SYNC_PROXY_QUEUE_MAX_BYTES"]),
     env("--catch-up-max-bytes", &["SYNC_PROXY_CATCH_UP_MAX_BYTES"]),

@@ -46,7 +46,8 @@ pub enum UpstreamKind {
 pub struct UpstreamConfig {
     /// Execution client or chained proxy.
     pub kind: UpstreamKind,
-    /// The URL as the operator wrote it, minus any secret path, for logs and `/status`.
+    /// The URL as logs, `/status` and metrics show it: see [`display_url`]; unique among the
+    /// upstreams.
     pub url: Box<str>,
     /// Resolved socket address.
     pub addr: SocketAddr,
@@ -85,6 +86,8 @@ pub struct Config {
     pub body_timeout: Duration,
     /// Time an idle keep-alive connection is kept.
     pub idle_timeout: Duration,
+    /// Most answer bytes owed to beacon nodes, unsent, all connections together.
+    pub max_unsent_answer_bytes: usize,
     /// Most requests queued per upstream.
     pub queue_max: usize,
     /// Most body bytes queued per upstream.
@@ -136,6 +139,11 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 128 * 1024 * 1024;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Default connection limit: a few beacon nodes and nginx workers need far fewer.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Default bound on answer bytes owed to beacon nodes that do not read them: a hundred full-size
+/// (2 MB) answers, far beyond what beacon nodes reading their answers ever leave unsent, and
+/// small enough for a small VM; without it 256 connections x 16 pipelined requests x 2 MB would
+/// be 8 GiB.
+pub const DEFAULT_MAX_UNSENT_ANSWER_BYTES: usize = 256 * 1024 * 1024;
 /// Default per-upstream queue length: over a slot's worth of calls from several beacon nodes.
 pub const DEFAULT_QUEUE_MAX: usize = 64;
 /// Default per-upstream queued bytes: ~30 full 2 MB payloads, bounded so a dead execution
@@ -188,6 +196,7 @@ impl Config {
                 jwt_secret.as_ref(),
             )?);
         }
+        name_apart(&mut upstreams);
         if upstreams.len() > MAX_UPSTREAMS {
             return Err(error(
                 "--el",
@@ -266,6 +275,13 @@ impl Config {
                 Unit::Seconds,
                 Duration::from_secs(120),
             )?,
+            max_unsent_answer_bytes: match &args.max_unsent_answer_bytes {
+                Some(v) => match parse_bytes("--max-unsent-answer-bytes", v)? {
+                    0 => return Err(error("--max-unsent-answer-bytes", v, "must be at least 1")),
+                    n => n,
+                },
+                None => DEFAULT_MAX_UNSENT_ANSWER_BYTES,
+            },
             queue_max: count_or(&args.queue_max, "--queue-max", DEFAULT_QUEUE_MAX)?,
             queue_max_bytes: bytes_or(
                 &args.queue_max_bytes,
@@ -561,6 +577,43 @@ fn parse_chain(args: &Args) -> Result<(Chain, Box<str>), ConfigError> {
     }
 }
 
+/// Stands where a URL shown to operators had credentials or a path.
+pub const REDACTED: &str = "…redacted…";
+
+/// A URL as logs, `/status` and metrics show it: scheme, host and port only. User-info
+/// (`user:pass@`) and any path or query beyond `/` become [`REDACTED`], since either may hold a
+/// credential (an API key in the path, as hosted endpoints do); the `#jwt-secret=PATH` fragment
+/// is cut off before this sees the URL.
+pub fn display_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(at) => url.split_at(at + 3),
+        None => ("", url),
+    };
+    let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let host = match authority.rfind('@') {
+        Some(at) => format!("{REDACTED}@{}", &authority[at + 1..]),
+        None => authority.to_owned(),
+    };
+    let path = if path.is_empty() || path == "/" {
+        String::new()
+    } else {
+        format!("/{REDACTED}")
+    };
+    format!("{scheme}{host}{path}")
+}
+
+/// Upstreams whose shown URLs coincide (the same host and port, paths redacted) get ` (2)`,
+/// ` (3)`… in configured order, so every metrics series and log line names one upstream.
+fn name_apart(upstreams: &mut [UpstreamConfig]) {
+    let shown: Vec<Box<str>> = upstreams.iter().map(|u| u.url.clone()).collect();
+    for (index, (upstream, name)) in upstreams.iter_mut().zip(&shown).enumerate() {
+        let earlier = shown[..index].iter().filter(|other| *other == name).count();
+        if earlier > 0 {
+            upstream.url = format!("{name} ({})", earlier + 1).into();
+        }
+    }
+}
+
 /// Parses `http://host:port[/path][#jwt-secret=PATH]` or `host:port`, resolving the host.
 fn parse_upstream(
     flag: &'static str,
@@ -572,6 +625,8 @@ fn parse_upstream(
         Some((url, fragment)) => (url, Some(fragment)),
         None => (value.trim(), None),
     };
+    // Errors and every later mention show the URL without what may be a credential.
+    let shown = display_url(url);
     let jwt_secret = match fragment {
         None => default_secret.cloned(),
         Some(fragment) => match fragment.strip_prefix("jwt-secret=") {
@@ -579,7 +634,7 @@ fn parse_upstream(
             _ => {
                 return Err(error(
                     flag,
-                    url,
+                    &shown,
                     "the only URL fragment understood is #jwt-secret=PATH",
                 ));
             }
@@ -590,13 +645,13 @@ fn parse_upstream(
     } else if url.starts_with("https://") {
         return Err(error(
             flag,
-            url,
+            &shown,
             "https is not supported: Engine API endpoints are plain HTTP with JWT; use http://",
         ));
     } else if url.contains("://") {
         return Err(error(
             flag,
-            url,
+            &shown,
             "expected http://host:port[/path] or host:port",
         ));
     } else {
@@ -606,10 +661,17 @@ fn parse_upstream(
         Some(at) => rest.split_at(at),
         None => (rest, "/"),
     };
-    if authority.is_empty() || authority.contains('@') {
+    if authority.contains('@') {
         return Err(error(
             flag,
-            url,
+            &shown,
+            "credentials in the URL are not supported; give the execution client's JWT secret as #jwt-secret=PATH",
+        ));
+    }
+    if authority.is_empty() {
+        return Err(error(
+            flag,
+            &shown,
             "expected http://host:port[/path] or host:port",
         ));
     }
@@ -622,16 +684,16 @@ fn parse_upstream(
     } else if url.starts_with("http://") {
         format!("{authority}:80")
     } else {
-        return Err(error(flag, url, "missing port, e.g. 127.0.0.1:8551"));
+        return Err(error(flag, &shown, "missing port, e.g. 127.0.0.1:8551"));
     };
     let addr = target
         .to_socket_addrs()
-        .map_err(|e| error(flag, url, &format!("cannot resolve host: {e}")))?
+        .map_err(|e| error(flag, &shown, &format!("cannot resolve host: {e}")))?
         .next()
-        .ok_or_else(|| error(flag, url, "host resolves to no address"))?;
+        .ok_or_else(|| error(flag, &shown, "host resolves to no address"))?;
     Ok(UpstreamConfig {
         kind,
-        url: url.into(),
+        url: shown.into(),
         addr,
         host: authority.into(),
         path: path.into(),
@@ -675,6 +737,7 @@ mod tests {
         assert_eq!(config.listen, DEFAULT_LISTEN.parse().unwrap());
         assert_eq!(config.ack, AckMode::Primary);
         assert_eq!(config.max_body_bytes, 128 << 20);
+        assert_eq!(config.max_unsent_answer_bytes, 256 << 20);
         assert_eq!(config.upstreams.len(), 1);
         assert_eq!(&*config.upstreams[0].path, "/");
         assert_eq!(&*config.chain_name, "mainnet");
@@ -698,10 +761,63 @@ mod tests {
     }
 
     #[test]
+    fn display_url_keeps_scheme_host_and_port_only() {
+        for (written, shown) in [
+            ("http://127.0.0.1:8551", "http://127.0.0.1:8551"),
+            ("http://127.0.0.1:8551/", "http://127.0.0.1:8551"),
+            ("localhost:8553", "localhost:8553"),
+            ("http://[::1]:8552", "http://[::1]:8552"),
+            ("http://h:1/abc123secret", "http://h:1/…redacted…"),
+            ("http://h:1/v3/abc123secret?x=1", "http://h:1/…redacted…"),
+            ("http://h:1?key=abc123secret", "http://h:1/…redacted…"),
+            ("http://user:abc123secret@h:1", "http://…redacted…@h:1"),
+            ("user:abc123secret@h:1/p", "…redacted…@h:1/…redacted…"),
+            ("ftp://u:abc123secret@h:1", "ftp://…redacted…@h:1"),
+        ] {
+            assert_eq!(display_url(written), shown, "{written}");
+        }
+    }
+
+    /// Issue 11, item 8: a credential in a URL never reaches `Config`'s names nor an error.
+    #[test]
+    fn urls_with_credentials_are_shown_redacted() {
+        let config = Config::from_args(&args(&[
+            "--el",
+            "http://127.0.0.1:8551/abc123secret",
+            "--el",
+            "http://127.0.0.1:8551/other-secret",
+            "--el",
+            "127.0.0.1:8552",
+        ]))
+        .unwrap();
+        let names: Vec<&str> = config.upstreams.iter().map(|u| &*u.url).collect();
+        assert_eq!(
+            names,
+            [
+                "http://127.0.0.1:8551/…redacted…",
+                "http://127.0.0.1:8551/…redacted… (2)",
+                "127.0.0.1:8552"
+            ]
+        );
+        assert_eq!(&*config.upstreams[0].path, "/abc123secret", "still sent");
+        let err = Config::from_args(&args(&["--el", "http://user:abc123secret@127.0.0.1:1"]))
+            .unwrap_err();
+        assert!(!err.to_string().contains("abc123secret"), "{err}");
+        assert!(err.to_string().contains("#jwt-secret"), "{err}");
+        let err = Config::from_args(&args(&["--el", "http://127.0.0.1:1/abc123secret#frag"]))
+            .unwrap_err();
+        assert_eq!(err.value, "http://127.0.0.1:1/…redacted…");
+    }
+
+    #[test]
     fn bad_values_name_the_flag() {
         let cases: &[(&[&str], &str)] = &[
             (&["--el", "127.0.0.1:1", "--max-body", "lots"], "--max-body"),
             (&["--el", "127.0.0.1:1", "--ack", "later"], "--ack"),
+            (
+                &["--el", "127.0.0.1:1", "--max-unsent-answer-bytes", "0"],
+                "--max-unsent-answer-bytes",
+            ),
             (&["--el", "127.0.0.1:1", "--listen", "nowhere"], "--listen"),
             (&["--el", "https://127.0.0.1:1"], "--el"),
             (&["--el", "127.0.0.1"], "--el"),

@@ -9,12 +9,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 
 use crate::core::LinkId;
-use crate::inbound::{Inbound, Limits};
+use crate::inbound::{Inbound, Limits, MAX_REFUSING_CONNECTIONS};
 use crate::outbound::Outbound;
 use crate::request::IdMap;
 use crate::timer::{self, TimerQueue};
@@ -22,6 +23,17 @@ use crate::timer::{self, TimerQueue};
 /// Poll tokens below this are the loop's own (listener, signals); connection tokens are slab
 /// keys shifted past them.
 pub const FIRST_CONNECTION: usize = 2;
+
+/// What became of an accepted beacon-node connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Kept.
+    Accepted,
+    /// Over `--max-connections`: kept only to be answered `503`.
+    Refusing,
+    /// Over `--max-connections` with enough held for `503` already: closed at once.
+    Dropped,
+}
 
 /// A connection in the slab.
 #[derive(Debug)]
@@ -32,6 +44,8 @@ pub enum Connection {
         conn: Box<Inbound>,
         /// The deadline its timer entry was set for.
         armed: Option<Instant>,
+        /// Its unsent answer bytes, as counted in the total.
+        counted: usize,
     },
     /// To an upstream, known to the core as `link`.
     Outbound {
@@ -52,6 +66,11 @@ pub struct Connections {
     /// of every connection per iteration would grow with idle connections.
     inbound_timers: TimerQueue<(usize, u64)>,
     inbound_count: usize,
+    /// Connections over `--max-connections`, held only to be answered `503`.
+    refusing_count: usize,
+    /// Answer bytes all beacon-node connections owe, unsent: kept up to date connection by
+    /// connection, so no iteration scans them all.
+    unsent_total: usize,
     next_serial: u64,
     /// Connections to free at the end of the iteration.
     closed: Vec<usize>,
@@ -61,6 +80,64 @@ impl Connections {
     /// Beacon-node connections open.
     pub fn inbound_count(&self) -> usize {
         self.inbound_count
+    }
+
+    /// Connections held only to be answered `503`.
+    pub fn refusing_count(&self) -> usize {
+        self.refusing_count
+    }
+
+    /// Answer bytes all beacon-node connections owe, unsent.
+    pub fn unsent_total(&self) -> usize {
+        self.unsent_total
+    }
+
+    /// Counts a beacon-node connection's unsent answer bytes again, after it changed.
+    pub fn recount(&mut self, key: usize) {
+        if let Some(Connection::Inbound { conn, counted, .. }) = self.slab.get_mut(key) {
+            let now = conn.unsent_answer_bytes();
+            self.unsent_total = self.unsent_total - *counted + now;
+            *counted = now;
+        }
+    }
+
+    /// Closes the connections owing the most unsent answer bytes until the rest owe at most
+    /// `max`; returns each one's peer and debt, for the log. A scan, but only when over.
+    pub fn shed(&mut self, max: usize) -> Vec<(SocketAddr, usize)> {
+        if self.unsent_total <= max {
+            return Vec::new();
+        }
+        let mut debtors: Vec<(usize, usize)> = self
+            .slab
+            .iter()
+            .filter_map(|(key, c)| match c {
+                Connection::Inbound { counted, .. } if *counted > 0 => Some((key, *counted)),
+                _ => None,
+            })
+            .collect();
+        debtors.sort_unstable_by_key(|&(key, bytes)| (std::cmp::Reverse(bytes), key));
+        let mut total = self.unsent_total;
+        let mut shed = Vec::new();
+        for (key, bytes) in debtors {
+            if total <= max {
+                break;
+            }
+            if let Some(Connection::Inbound { conn, .. }) = self.slab.get_mut(key) {
+                conn.shed();
+                shed.push((conn.peer, bytes));
+                self.closed.push(key);
+                total -= bytes;
+            }
+        }
+        shed
+    }
+
+    /// Every beacon-node connection's key, to service them all.
+    pub fn inbound_keys(&self) -> impl Iterator<Item = usize> + '_ {
+        self.slab.iter().filter_map(|(key, c)| match c {
+            Connection::Inbound { .. } => Some(key),
+            Connection::Outbound { .. } => None,
+        })
     }
 
     /// The connection under a slab key.
@@ -85,28 +162,71 @@ impl Connections {
         }
     }
 
-    /// Every connection, for a shutdown.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut Connection)> {
-        self.slab.iter_mut()
+    /// Shutting down: no beacon-node connection reads a request after the one under way;
+    /// returns their keys, to be serviced (those with nothing owed close).
+    pub fn stop_reading(&mut self) -> Vec<usize> {
+        let mut keys = Vec::new();
+        for (key, connection) in self.slab.iter_mut() {
+            if let Connection::Inbound { conn, .. } = connection {
+                conn.stop_reading();
+                keys.push(key);
+            }
+        }
+        keys
     }
 
-    /// Registers and keeps an accepted beacon-node connection; returns its slab key.
-    pub fn add_inbound(
+    /// Takes an accepted beacon-node connection: kept when under `max` connections; over it,
+    /// kept only to be answered `503` (at most [`MAX_REFUSING_CONNECTIONS`]), else dropped.
+    pub fn admit(
         &mut self,
         registry: &Registry,
         mut stream: TcpStream,
         peer: SocketAddr,
         limits: Limits,
+        max: usize,
         now: Instant,
-    ) -> io::Result<usize> {
+    ) -> io::Result<Admission> {
+        let refusing = self.inbound_count >= max;
+        if refusing && self.refusing_count >= MAX_REFUSING_CONNECTIONS {
+            return Ok(Admission::Dropped);
+        }
+        let _ = stream.set_nodelay(true);
         let key = self.slab.vacant_key();
         register(registry, &mut stream, key)?;
         self.next_serial += 1;
-        let conn = Box::new(Inbound::new(stream, peer, self.next_serial, limits, now));
-        self.slab.insert(Connection::Inbound { conn, armed: None });
-        self.inbound_count += 1;
+        let serial = self.next_serial;
+        let conn = match refusing {
+            true => Inbound::refusing(stream, peer, serial, limits, now),
+            false => Inbound::new(stream, peer, serial, limits, now),
+        };
+        let (conn, armed, counted) = (Box::new(conn), None, 0);
+        self.slab.insert(Connection::Inbound {
+            conn,
+            armed,
+            counted,
+        });
         self.arm(key);
-        Ok(key)
+        match refusing {
+            true => self.refusing_count += 1,
+            false => self.inbound_count += 1,
+        }
+        Ok(match refusing {
+            true => Admission::Refusing,
+            false => Admission::Accepted,
+        })
+    }
+
+    /// Records a readiness event on connection `key`; false when there is no such connection.
+    pub fn on_event(&mut self, key: usize, event: &Event) -> bool {
+        let hangup = event.is_read_closed() || event.is_error();
+        let readable = event.is_readable() || hangup;
+        let writable = event.is_writable() || event.is_write_closed() || event.is_error();
+        match self.slab.get_mut(key) {
+            Some(Connection::Inbound { conn, .. }) => conn.on_event(readable, writable, hangup),
+            Some(Connection::Outbound { conn, .. }) => conn.on_event(readable, writable, hangup),
+            None => return false,
+        }
+        true
     }
 
     /// Opens, registers and keeps an upstream connection the core calls `link`.
@@ -150,7 +270,7 @@ impl Connections {
 
     /// Sets a timer for a beacon-node connection's deadline, if it moved sooner.
     pub fn arm(&mut self, key: usize) {
-        if let Some(Connection::Inbound { conn, armed }) = self.slab.get_mut(key) {
+        if let Some(Connection::Inbound { conn, armed, .. }) = self.slab.get_mut(key) {
             timer::arm(
                 &mut self.inbound_timers,
                 (key, conn.serial),
@@ -164,7 +284,7 @@ impl Connections {
     pub fn expire(&mut self, now: Instant, fired: &mut Vec<usize>) {
         while let Some((at, (key, serial))) = self.inbound_timers.pop_due(now) {
             // Entries of connections that moved their deadline or left their slot are stale.
-            if let Some(Connection::Inbound { conn, armed }) = self.slab.get_mut(key) {
+            if let Some(Connection::Inbound { conn, armed, .. }) = self.slab.get_mut(key) {
                 if conn.serial == serial && *armed == Some(at) {
                     *armed = None;
                     conn.on_timeout(now);
@@ -197,12 +317,22 @@ impl Connections {
         closed.dedup();
         let mut inbound = 0;
         for key in closed {
-            if let Some(Connection::Inbound { mut conn, .. }) = self.slab.try_remove(key) {
-                let _ = registry.deregister(conn.stream_mut());
-                inbound += 1;
+            let Some(Connection::Inbound {
+                mut conn, counted, ..
+            }) = self.slab.try_remove(key)
+            else {
+                continue;
+            };
+            let _ = registry.deregister(conn.stream_mut());
+            self.unsent_total -= counted;
+            match conn.is_refusing() {
+                true => self.refusing_count -= 1,
+                false => {
+                    self.inbound_count -= 1;
+                    inbound += 1;
+                }
             }
         }
-        self.inbound_count -= inbound;
         inbound
     }
 }

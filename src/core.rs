@@ -27,6 +27,7 @@ use crate::exchange::{Answer, Class, Exchange, LegFailure, ReplyTo, classify};
 use crate::execution_client::ExecutionClient;
 use crate::handler::{self, Action, Context, Endpoint};
 use crate::inbound::ParsedRequest;
+use crate::log_limit::LogLimiter;
 use crate::metrics::Metrics;
 use crate::outbound::{OutboundEvent, Response};
 use crate::request::{ExchangeId, IdMap, Leg, Request};
@@ -89,6 +90,12 @@ enum Timer {
     Link(LinkId),
 }
 
+/// The log topic of connections closed for answers left unread (see [`crate::log_limit`]).
+const SHED_TOPIC: &str = "connections closed for unread answers";
+
+/// The log topic of connections refused at `--max-connections` (see [`crate::log_limit`]).
+const CONNECTION_LIMIT_TOPIC: &str = "connections refused at --max-connections";
+
 /// How long a plain fork choice from a beacon node that is not followed waits for the followed
 /// one to name the same head: beacon nodes on one gossip network import a block within tens of
 /// milliseconds of each other, and the fork choice follows the payload's verdict.
@@ -133,6 +140,8 @@ pub struct Core {
     outputs: VecDeque<Output>,
     /// Fork choices held for the followed beacon node to name their head.
     held: Vec<Held>,
+    /// Log lines a peer can trigger, rate-limited per reason and peer.
+    log_limit: LogLimiter,
     /// Fork choices of other beacon nodes that take an exchange's answer, by exchange.
     followers: IdMap<Vec<(ReplyTo, Box<[u8]>)>>,
 }
@@ -171,6 +180,7 @@ impl Core {
             shutdown_deadline: None,
             outputs: VecDeque::new(),
             held: Vec::new(),
+            log_limit: LogLimiter::new(),
             followers: IdMap::default(),
             config,
         }
@@ -236,6 +246,7 @@ impl Core {
             .chain(self.router.deadline())
             .chain(self.shutdown_deadline)
             .chain(self.held.iter().map(|h| h.deadline))
+            .chain(self.log_limit.deadline())
             .min()
     }
 
@@ -250,9 +261,26 @@ impl Core {
         self.open_connections = self.open_connections.saturating_sub(1);
     }
 
-    /// A connection was refused at the connection limit.
-    pub fn on_connection_refused(&mut self) {
+    /// A connection from `peer` was refused at the connection limit.
+    pub fn on_connection_refused(&mut self, peer: SocketAddr, now: Instant) {
         self.metrics.connections_refused += 1;
+        if self.log_limit.admit(CONNECTION_LIMIT_TOPIC, peer.ip(), now) {
+            warn!(
+                "refused connection from {peer}: --max-connections {} reached",
+                self.config.max_connections
+            );
+        }
+    }
+
+    /// A connection from `peer` was closed for `bytes` of answers it left unread while all
+    /// beacon-node connections owed more than `--max-unsent-answer-bytes`.
+    pub fn on_connection_shed(&mut self, peer: SocketAddr, bytes: usize, now: Instant) {
+        self.metrics.connections_shed += 1;
+        if self.log_limit.admit(SHED_TOPIC, peer.ip(), now) {
+            warn!(
+                "closing connection from {peer}: {bytes} answer bytes unread while beacon-node connections owe more than --max-unsent-answer-bytes"
+            );
+        }
     }
 
     /// A complete request arrived from `peer`; its answer goes to `to`.
@@ -268,6 +296,7 @@ impl Core {
             config: &self.config,
             router: &mut self.router,
             metrics: &mut self.metrics,
+            log_limit: &mut self.log_limit,
             upstreams: &views,
             serial: self.next_serial,
         };
@@ -472,6 +501,9 @@ impl Core {
         }
         if let Some(switch) = self.router.on_timeout(now, clock.unix_secs) {
             info!("following beacon: {switch}");
+        }
+        for summary in self.log_limit.due(now) {
+            warn!("{summary}");
         }
         for upstream in &mut self.upstreams {
             if let Some(count) = upstream.flush_drops(now) {

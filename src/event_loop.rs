@@ -18,18 +18,17 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, trace, warn};
-use mio::event::Event;
+use log::{debug, info, warn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
-use crate::connections::{Connection, Connections, FIRST_CONNECTION};
+use crate::connections::{Admission, Connection, Connections, FIRST_CONNECTION};
 use crate::core::{Core, LinkId, Output};
 use crate::exchange::ReplyTo;
-use crate::inbound::Limits;
+use crate::inbound::{Limits, ReadContext};
 use crate::outbound::{OutboundEvent, UpstreamError};
 use crate::time::Clock;
 
@@ -58,10 +57,16 @@ pub struct Proxy {
     connections: Connections,
     core: Core,
     limits: Limits,
+    max_connections: usize,
     /// Connections to service in this settle pass.
     ready: Vec<usize>,
     /// Connections that spent their I/O budget with readiness left: next iteration's.
     unfinished: Vec<usize>,
+    /// The last accept round spent its budget: the backlog may hold connections that no
+    /// listener edge will announce again.
+    accept_unfinished: bool,
+    /// Unsent answers exceeded `--max-unsent-answer-bytes`: connections were held back.
+    over_budget: bool,
 }
 
 impl Proxy {
@@ -81,8 +86,11 @@ impl Proxy {
             signals,
             connections: Connections::default(),
             limits: Limits::of(&config),
+            max_connections: config.max_connections,
             ready: Vec::new(),
             unfinished: Vec::new(),
+            accept_unfinished: false,
+            over_budget: false,
             core: Core::new(config, Instant::now()),
         })
     }
@@ -105,7 +113,7 @@ impl Proxy {
             if self.is_done(clock.now) {
                 return Ok(());
             }
-            let wait = match self.unfinished.is_empty() {
+            let wait = match self.unfinished.is_empty() && !self.accept_unfinished {
                 true => self.next_deadline(clock.now),
                 false => Some(Duration::ZERO),
             };
@@ -117,14 +125,23 @@ impl Proxy {
             // What this batch leaves unfinished waits one more round, so a fast peer yields
             // to the others after each budget.
             self.ready.append(&mut self.unfinished);
+            if std::mem::take(&mut self.accept_unfinished) {
+                self.accept(clock);
+            }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(clock),
                     SIGNALS => self.on_signal(clock),
-                    Token(token) => self.on_ready(token - FIRST_CONNECTION, event),
+                    Token(token) => {
+                        let key = token - FIRST_CONNECTION;
+                        if self.connections.on_event(key, event) {
+                            self.ready.push(key);
+                        }
+                    }
                 }
             }
             self.settle(clock);
+            self.review_answers(clock);
             self.reap();
         }
     }
@@ -141,20 +158,17 @@ impl Proxy {
                 // EMFILE and friends: the socket stays in the backlog; try on the next event.
                 Err(e) => return warn!("accept failed: {e}"),
             };
-            let max = self.core.config().max_connections;
-            if self.connections.inbound_count() >= max {
-                self.core.on_connection_refused();
-                warn!("refused connection from {peer}: --max-connections {max} reached");
-                continue;
-            }
-            let _ = stream.set_nodelay(true);
-            let registry = self.poll.registry();
-            match (self.connections).add_inbound(registry, stream, peer, self.limits, clock.now) {
-                Ok(_) => self.core.on_connection_opened(),
+            let (registry, limits, max) = (self.poll.registry(), self.limits, self.max_connections);
+            match (self.connections).admit(registry, stream, peer, limits, max, clock.now) {
+                Ok(Admission::Accepted) => self.core.on_connection_opened(),
+                Ok(Admission::Refusing | Admission::Dropped) => {
+                    self.core.on_connection_refused(peer, clock.now)
+                }
                 Err(e) => warn!("cannot register connection from {peer}: {e}"),
             }
-            trace!("accepted connection from {peer}");
         }
+        // The backlog may hold more that no listener edge will announce again.
+        self.accept_unfinished = true;
     }
 
     fn on_signal(&mut self, clock: Clock) {
@@ -165,25 +179,9 @@ impl Proxy {
             };
             let _ = self.poll.registry().deregister(&mut listener);
             self.core.begin_shutdown(clock);
-            for (key, connection) in self.connections.iter_mut() {
-                if let Connection::Inbound { conn, .. } = connection {
-                    conn.stop_reading();
-                    self.ready.push(key);
-                }
-            }
+            // Requests under way are still read and answered; none after them.
+            self.ready.extend(self.connections.stop_reading());
         }
-    }
-
-    fn on_ready(&mut self, key: usize, event: &Event) {
-        let hangup = event.is_read_closed() || event.is_error();
-        let readable = event.is_readable() || hangup;
-        let writable = event.is_writable() || event.is_write_closed() || event.is_error();
-        match self.connections.get_mut(key) {
-            Some(Connection::Inbound { conn, .. }) => conn.on_event(readable, writable, hangup),
-            Some(Connection::Outbound { conn, .. }) => conn.on_event(readable, writable, hangup),
-            None => return,
-        }
-        self.ready.push(key);
     }
 
     /// Applies the core's outputs and services the connections they touch, until both are done.
@@ -210,6 +208,7 @@ impl Proxy {
                 Output::Answer { to, answer } => match self.connections.inbound(to.conn) {
                     Some(conn) if conn.serial == to.serial => {
                         conn.answer(to.seq, answer.status, &answer.content_type, answer.body);
+                        self.connections.recount(to.conn);
                         self.ready.push(to.conn);
                     }
                     _ => {}
@@ -246,13 +245,19 @@ impl Proxy {
     /// Reads requests, hands them to the core, writes answers, until nothing is left to do.
     fn service_inbound(&mut self, key: usize, clock: Clock) {
         for _ in 0..MAX_INBOUND_ROUNDS {
+            let unsent_answer_bytes = self.connections.unsent_total();
             let Some(conn) = self.connections.inbound(key) else {
                 return;
             };
             conn.flush(clock.now);
             let mut parsed = Vec::new();
             if conn.finished().is_none() {
-                conn.read_requests(clock.now, &mut parsed);
+                let context = ReadContext {
+                    clock,
+                    jwt_secret: self.core.config().jwt_secret.as_ref(),
+                    unsent_answer_bytes,
+                };
+                conn.read_requests(context, &mut parsed);
             }
             if parsed.is_empty() {
                 conn.flush(clock.now);
@@ -265,6 +270,7 @@ impl Proxy {
             }
             self.apply_outputs(clock);
         }
+        self.connections.recount(key);
         let Some(conn) = self.connections.inbound(key) else {
             return;
         };
@@ -304,10 +310,12 @@ impl Proxy {
 
     fn next_deadline(&mut self, now: Instant) -> Option<Duration> {
         let linger = self.core.shutdown_deadline().map(|at| at + SHUTDOWN_LINGER);
-        let inbound = self.connections.next_deadline();
-        let core = self.core.poll_timeout();
-        let at = core.into_iter().chain(inbound).chain(linger).min()?;
-        Some(at.saturating_duration_since(now))
+        let timers = [
+            self.core.poll_timeout(),
+            self.connections.next_deadline(),
+            linger,
+        ];
+        (timers.into_iter().flatten().min()).map(|at| at.saturating_duration_since(now))
     }
 
     /// Shutting down: the core has nothing left, and every answer is written (or had its
@@ -316,6 +324,21 @@ impl Proxy {
         let lingered =
             (self.core.shutdown_deadline()).is_some_and(|at| now >= at + SHUTDOWN_LINGER);
         self.core.is_done(now) && (lingered || self.connections.all_answered())
+    }
+
+    /// Keeps the answers owed but unread by peers within `--max-unsent-answer-bytes`: beyond
+    /// it the connections owing most are closed; back within it, every connection is serviced,
+    /// since those held back have readiness no edge will announce again.
+    fn review_answers(&mut self, clock: Clock) {
+        let max = self.core.config().max_unsent_answer_bytes;
+        for (peer, bytes) in self.connections.shed(max) {
+            self.core.on_connection_shed(peer, bytes, clock.now);
+        }
+        let over = self.connections.unsent_total() > max;
+        if std::mem::replace(&mut self.over_budget, over) && !over {
+            self.ready.extend(self.connections.inbound_keys());
+            self.settle(clock);
+        }
     }
 
     /// Frees the connections closed during this iteration.

@@ -1,8 +1,11 @@
-//! What to do with one complete request from a beacon node: operator endpoints, JWT check,
-//! JSON-RPC inspection, identity, beacon tracking and routing, in that order.
+//! What to do with one complete request from a beacon node: the JWT verdict (reached by
+//! [`crate::inbound`] when the head arrived), operator endpoints, JSON-RPC inspection, identity,
+//! beacon tracking and routing, in that order.
 //!
 //! Returns an [`Action`] and touches no socket; the event loop applies it (answers, queues the
-//! legs, opens the exchange). Every refusal is a well-formed answer carrying the request's `id`.
+//! legs, opens the exchange). Every refusal is a well-formed answer carrying the request's `id`
+//! (`null` when its body was never read). Refusals a peer can repeat at will are logged through
+//! [`crate::log_limit`].
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -14,13 +17,17 @@ use crate::engine::Method;
 use crate::exchange::Answer;
 use crate::http::head::RequestMethod;
 use crate::identity::{self, Evidence};
-use crate::inbound::ParsedRequest;
-use crate::jwt;
+use crate::inbound::{Auth, ParsedRequest};
+use crate::jwt::VerifyError;
+use crate::log_limit::LogLimiter;
 use crate::metrics::{Metrics, Refusal};
 use crate::request::Request;
 use crate::router::{Plan, Route, Router, UpstreamSet, UpstreamView};
 use crate::rpc::{self, Hash32, InspectError, Inspected};
 use crate::time::Clock;
+
+/// The log topic of slot claims beyond the wall clock (see [`crate::log_limit`]).
+const FUTURE_SLOT_TOPIC: &str = "slot claims beyond the wall clock";
 
 /// Longest chain of sync-proxies a request may pass: deployments chain two or three; a longer
 /// trail means a loop through proxies that restarted (new names) or a misconfiguration.
@@ -85,6 +92,8 @@ pub struct Context<'a> {
     pub router: &'a mut Router,
     /// Counters.
     pub metrics: &'a mut Metrics,
+    /// Which refusals are logged (a peer can trigger them at will).
+    pub log_limit: &'a mut LogLimiter,
     /// The upstreams as routing sees them.
     pub upstreams: &'a [UpstreamView],
     /// The serial number the request gets, if it is forwarded.
@@ -98,6 +107,11 @@ pub fn handle(
     peer: SocketAddr,
     clock: Clock,
 ) -> Action {
+    // The token was verified when the head arrived (`Inbound`); a refused request comes
+    // without its body, whatever its method.
+    if let Auth::Refused(error) = parsed.auth {
+        return unauthorized(ctx, error, &parsed.body, peer, clock);
+    }
     match parsed.head.method {
         RequestMethod::Get | RequestMethod::Head => endpoint(ctx, &parsed.head.path),
         RequestMethod::Post => rpc_request(ctx, parsed, peer, clock),
@@ -136,41 +150,41 @@ fn rpc_request(
     peer: SocketAddr,
     clock: Clock,
 ) -> Action {
-    let ParsedRequest { head, body, .. } = parsed;
+    let ParsedRequest {
+        head, body, auth, ..
+    } = parsed;
+    let claims = match auth {
+        Auth::Verified(claims) => Some(claims),
+        // `Inbound` checks every POST when a secret is set; an unchecked one is refused all
+        // the same rather than trusted.
+        Auth::Open if ctx.config.jwt_secret.is_some() => {
+            return unauthorized(ctx, VerifyError::Missing, &body, peer, clock);
+        }
+        Auth::Open => None,
+        Auth::Refused(error) => return unauthorized(ctx, error, &body, peer, clock),
+    };
     let inspected = rpc::inspect(&body);
     // Malformed JSON may still show its id before the damage.
     let recovered = match &inspected {
         Err(InspectError::Parse) => rpc::recover_id(&body),
         _ => None,
     };
-    // Authentication comes first; the body was read only to echo the request's id.
     let id: &[u8] = match &inspected {
         Ok(Inspected::Call(call)) => &call.id,
         Ok(Inspected::Batch { .. }) => b"null",
         Err(error) => error.id().or(recovered.as_deref()).unwrap_or(b"null"),
     };
-    let claims = match &ctx.config.jwt_secret {
-        None => None,
-        Some(secret) => match jwt::verify(head.authorization.as_deref(), secret, clock.unix_secs) {
-            Ok(claims) => Some(claims),
-            Err(error) => {
-                ctx.metrics.on_refusal(Refusal::Unauthorized);
-                warn!("refused request from {peer}: {error}");
-                return refuse(
-                    401,
-                    id,
-                    rpc::code::INVALID_REQUEST,
-                    &format!("unauthorized: {error}"),
-                );
-            }
-        },
-    };
     if let Some(via) = &head.via {
         if is_loop(via, &ctx.config.instance) {
             ctx.metrics.on_refusal(Refusal::Loop);
-            error!(
-                "forwarding loop: a request from {peer} already passed this proxy or too many (Via: {via}); check the --proxy chain"
-            );
+            if ctx
+                .log_limit
+                .admit(Refusal::Loop.label(), peer.ip(), clock.now)
+            {
+                error!(
+                    "forwarding loop: a request from {peer} already passed this proxy or too many (Via: {via}); check the --proxy chain"
+                );
+            }
             return refuse(
                 508,
                 id,
@@ -201,9 +215,11 @@ fn rpc_request(
         .observe(&beacon, call.as_ref(), clock.now, clock.unix_secs);
     if let Some((claimed, wall_slot)) = observation.ignored_slot {
         ctx.metrics.ignored_slot_claims += 1;
-        warn!(
-            "beacon {beacon} claims slot {claimed} beyond the wall-clock slot {wall_slot}; ignored"
-        );
+        if ctx.log_limit.admit(FUTURE_SLOT_TOPIC, peer.ip(), clock.now) {
+            warn!(
+                "beacon {beacon} claims slot {claimed} beyond the wall-clock slot {wall_slot}; ignored"
+            );
+        }
     }
     if let Some(switch) = observation.switch {
         info!("following beacon: {switch}");
@@ -295,6 +311,36 @@ fn refuse_inspection(
     ctx.metrics.on_refusal(refusal);
     debug!("refused request from {peer}: {error}");
     refuse(400, id, error.code(), &error.to_string())
+}
+
+/// `401` for a request without a valid token. Its body was read only when it came whole with
+/// the head; then its id is echoed, else the id is `null`.
+fn unauthorized(
+    ctx: &mut Context<'_>,
+    error: VerifyError,
+    body: &[u8],
+    peer: SocketAddr,
+    clock: Clock,
+) -> Action {
+    ctx.metrics.on_refusal(Refusal::Unauthorized);
+    if ctx
+        .log_limit
+        .admit(Refusal::Unauthorized.label(), peer.ip(), clock.now)
+    {
+        warn!("refused request from {peer}: {error}");
+    }
+    let id = match rpc::inspect(body) {
+        Ok(Inspected::Call(call)) => Some(call.id),
+        Ok(Inspected::Batch { .. }) => None,
+        Err(InspectError::Parse) => rpc::recover_id(body),
+        Err(error) => error.id().map(Box::from),
+    };
+    refuse(
+        401,
+        id.as_deref().unwrap_or(b"null"),
+        rpc::code::INVALID_REQUEST,
+        &format!("unauthorized: {error}"),
+    )
 }
 
 fn refuse(status: u16, id: &[u8], code: i64, message: &str) -> Action {

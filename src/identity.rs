@@ -1,10 +1,18 @@
 //! Who sent a request: the beacon node's identity, from the strongest evidence available.
 //!
 //! In order: the `id` claim of a verified JWT; the request path when it is not `/` (a beacon
-//! node configured with `http://proxy:25590/bn-2` is `bn-2`); the left-most `X-Forwarded-For`
-//! address (or `X-Real-IP`) when the direct peer is a trusted proxy (loopback unless the operator
-//! says otherwise); else the peer's IP.
+//! node configured with `http://proxy:25590/bn-2` is `bn-2`); when the direct peer is a trusted
+//! proxy (loopback unless the operator says otherwise), `X-Real-IP`, else the right-most
+//! `X-Forwarded-For` entry that is not itself a trusted proxy; else the peer's IP.
 //! Forwarding headers from untrusted peers are ignored, so a beacon node cannot pose as another.
+//!
+//! Why right-most: every proxy *appends* the address it saw (nginx's
+//! `$proxy_add_x_forwarded_for`), so the entries on the right were written by proxies we trust
+//! and the left-most is whatever the client claimed. `X-Real-IP` comes first because nginx sets
+//! it from `$remote_addr`, replacing anything the client sent: it stays right even when the
+//! client itself sits on a trusted address (a beacon node on nginx's host). Without inbound JWT
+//! every identity here is a claim; these rules only keep a client of a trusted proxy from
+//! choosing one.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -119,16 +127,33 @@ pub fn identify(evidence: &Evidence<'_>, peer: IpAddr, trusted: &[Cidr]) -> Stri
         return id;
     }
     if is_trusted(peer, trusted) {
-        let forwarded = evidence
-            .forwarded_for
-            .and_then(|list| list.split(',').next())
-            .and_then(forwarded_identity);
-        let real_ip = || evidence.real_ip.and_then(parse_ip).map(|ip| ip.to_string());
-        if let Some(id) = forwarded.or_else(real_ip) {
+        let real_ip = evidence.real_ip.and_then(parse_ip).map(|ip| ip.to_string());
+        let forwarded = || {
+            evidence
+                .forwarded_for
+                .and_then(|list| forwarded_client(list, trusted))
+        };
+        if let Some(id) = real_ip.or_else(forwarded) {
             return id;
         }
     }
     canonical(peer).to_string()
+}
+
+/// The client a chain of trusted proxies names in `X-Forwarded-For`: walking from the right,
+/// the first entry that is not a trusted proxy's address. An entry that names nobody (`unknown`,
+/// garbage) ends the walk: what stands left of it was not vouched for. When every entry is a
+/// trusted address, the left-most is the origin (a beacon node on a trusted host).
+fn forwarded_client(list: &str, trusted: &[Cidr]) -> Option<String> {
+    let mut origin = None;
+    for entry in list.rsplit(',') {
+        match parse_ip(entry) {
+            Some(ip) if is_trusted(ip, trusted) => origin = Some(ip.to_string()),
+            Some(ip) => return Some(ip.to_string()),
+            None => return forwarded_name(entry),
+        }
+    }
+    origin
 }
 
 /// The first path segment, when there is one: `/bn-2` and `/bn-2/` are `bn-2`.
@@ -148,11 +173,8 @@ fn clean(raw: &str) -> Option<String> {
     (!id.is_empty()).then_some(id)
 }
 
-/// An address, or a name a chained sync-proxy passed on (e.g. `bn-2` from a path identity).
-fn forwarded_identity(text: &str) -> Option<String> {
-    if let Some(ip) = parse_ip(text) {
-        return Some(ip.to_string());
-    }
+/// A name a chained sync-proxy passed on (e.g. `bn-2` from a path identity).
+fn forwarded_name(text: &str) -> Option<String> {
     let text = text.trim();
     // nginx writes `unknown` when it has no address; that names nobody.
     if text.eq_ignore_ascii_case("unknown") {
@@ -254,20 +276,84 @@ mod tests {
         assert_eq!(identify(&root, ip("192.0.2.1"), &[]), "192.0.2.1");
     }
 
+    fn forwarded(list: &str) -> Evidence<'_> {
+        Evidence {
+            path: "/",
+            forwarded_for: Some(list),
+            ..Evidence::default()
+        }
+    }
+
     #[test]
-    fn forwarded_for_from_loopback_is_believed() {
+    fn forwarded_for_from_loopback_names_the_address_the_proxy_saw() {
+        let evidence = forwarded("203.0.113.5, 198.51.100.7");
+        assert_eq!(
+            identify(&evidence, ip("127.0.0.1"), &default_trusted()),
+            "198.51.100.7"
+        );
+        assert_eq!(
+            identify(&evidence, ip("::1"), &default_trusted()),
+            "198.51.100.7"
+        );
+    }
+
+    /// nginx's `$proxy_add_x_forwarded_for` appends the real peer to whatever the client sent:
+    /// the left-most entry is the client's own claim and must never become its identity.
+    #[test]
+    fn forwarded_for_client_claim_on_the_left_is_not_believed() {
+        let trusted = default_trusted();
+        let spoof = forwarded("10.66.66.66, 198.51.100.7");
+        assert_eq!(identify(&spoof, ip("127.0.0.1"), &trusted), "198.51.100.7");
+        let several = forwarded("10.66.66.66, 10.66.66.67 ,198.51.100.7");
+        assert_eq!(
+            identify(&several, ip("127.0.0.1"), &trusted),
+            "198.51.100.7"
+        );
+    }
+
+    #[test]
+    fn forwarded_for_trusted_hops_on_the_right_are_skipped() {
+        let trusted = [
+            default_trusted(),
+            vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()],
+        ]
+        .concat();
+        let chain = forwarded("10.66.66.66, 198.51.100.7, 10.0.0.2, fd00::3");
+        assert_eq!(identify(&chain, ip("10.0.0.1"), &trusted), "198.51.100.7");
+        // Every hop trusted: the left-most is where the request started.
+        let inside = forwarded("10.0.0.9, 10.0.0.2");
+        assert_eq!(identify(&inside, ip("10.0.0.1"), &trusted), "10.0.0.9");
+        let local = forwarded("127.0.0.1");
+        assert_eq!(identify(&local, ip("127.0.0.1"), &trusted), "127.0.0.1");
+    }
+
+    #[test]
+    fn forwarded_for_entry_naming_nobody_stops_the_walk() {
+        let evidence = forwarded("10.66.66.66, unknown");
+        assert_eq!(
+            identify(&evidence, ip("127.0.0.1"), &default_trusted()),
+            "127.0.0.1"
+        );
+        let empty = forwarded("10.66.66.66, ");
+        assert_eq!(
+            identify(&empty, ip("127.0.0.1"), &default_trusted()),
+            "127.0.0.1"
+        );
+    }
+
+    #[test]
+    fn real_ip_from_trusted_peer_wins_over_forwarded_for() {
+        // A beacon node on nginx's own host: its address is trusted, so X-Forwarded-For alone
+        // would walk past it to the client's claim; nginx's X-Real-IP ($remote_addr) does not.
         let evidence = Evidence {
             path: "/",
-            forwarded_for: Some("203.0.113.5, 10.0.0.1"),
+            forwarded_for: Some("10.66.66.66, 127.0.0.1"),
+            real_ip: Some("127.0.0.1"),
             ..Evidence::default()
         };
         assert_eq!(
             identify(&evidence, ip("127.0.0.1"), &default_trusted()),
-            "203.0.113.5"
-        );
-        assert_eq!(
-            identify(&evidence, ip("::1"), &default_trusted()),
-            "203.0.113.5"
+            "127.0.0.1"
         );
     }
 
@@ -291,7 +377,7 @@ mod tests {
         let trusted = ["192.0.2.0/24".parse().unwrap()];
         assert_eq!(
             identify(&evidence, ip("192.0.2.9"), &trusted),
-            "203.0.113.5"
+            "203.0.113.6"
         );
     }
 
@@ -310,15 +396,12 @@ mod tests {
 
     #[test]
     fn forwarded_name_from_a_chained_proxy_is_kept() {
-        let evidence = Evidence {
-            path: "/",
-            forwarded_for: Some("bn-2"),
-            ..Evidence::default()
-        };
-        assert_eq!(
-            identify(&evidence, ip("127.0.0.1"), &default_trusted()),
-            "bn-2"
-        );
+        let trusted = default_trusted();
+        let evidence = forwarded("bn-2");
+        assert_eq!(identify(&evidence, ip("127.0.0.1"), &trusted), "bn-2");
+        // Appended by the trusted proxy, so right of anything the client claimed.
+        let claimed = forwarded("10.66.66.66, bn-2");
+        assert_eq!(identify(&claimed, ip("127.0.0.1"), &trusted), "bn-2");
     }
 
     #[test]

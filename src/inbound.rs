@@ -5,6 +5,11 @@
 //! `100-continue`), enforces the size limits and slowloris timeouts, and keeps one slot per
 //! request so answers that arrive out of order still leave in order. It does not look inside
 //! bodies or decide answers: the event loop hands complete requests on and fills the slots.
+//!
+//! With `--jwt-secret` the token is verified as soon as the head is parsed, with the clock the
+//! caller passes in: a request without a valid one is handed on at once, marked refused, with
+//! its body unread (no `100 Continue`, nothing buffered) and the connection closing after the
+//! answer. A peer without the secret can make the proxy hold no more than a head.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -17,8 +22,27 @@ use mio::net::TcpStream;
 use crate::http::body::BodyReader;
 use crate::http::head::{Framing, RequestHead, RequestMethod, Version, parse_request_head};
 use crate::http::write::{CONTINUE, JSON, response_head};
+use crate::jwt::{self, Claims, Secret, VerifyError};
 use crate::net::{InputBuffer, MAX_BODY_RESERVATION_BYTES, MAX_IO_ROUNDS, read_body};
 use crate::rpc;
+use crate::time::Clock;
+
+/// How long a connection over `--max-connections` has to send its request head before it is
+/// closed unanswered. Clients write their request right after connecting, so a second is plenty
+/// to tell them `503`, and short enough that holding the connection costs next to nothing.
+pub const REFUSAL_HEAD_WAIT: Duration = Duration::from_secs(1);
+
+/// Most connections over `--max-connections` held at once to be answered `503`; beyond them a
+/// connection is closed at once, unanswered. Each holds at most one read buffer (16 KiB plus a
+/// head) for a second: 64 of them are about 1 MiB, and 64 a second is far beyond any burst of
+/// real beacon nodes retrying.
+pub const MAX_REFUSING_CONNECTIONS: usize = 64;
+
+/// Most answer bytes a connection may owe its peer, unsent, and still have its next request
+/// read. A beacon node reads each answer before it sends its next request, so it never comes
+/// near this; a peer that pipelines requests and reads nothing stops being read once it owes two
+/// full-size answers (a `getPayload` with blobs is about 2 MB). Backpressure, not an error.
+pub const MAX_UNSENT_ANSWER_BYTES_PER_CONNECTION: usize = 4 * 1024 * 1024;
 
 /// Most requests read ahead of their answers on one connection. Beacon nodes send one at a
 /// time; nginx may pipeline a few. Beyond this the connection stops being read (backpressure).
@@ -37,6 +61,93 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Time an idle connection is kept, and a stalled write is waited for.
     pub idle_timeout: Duration,
+    /// `--max-unsent-answer-bytes`: while all connections together owe more answer bytes than
+    /// this, none of them has a new request read.
+    pub max_unsent_answer_bytes: usize,
+}
+
+/// What reading needs from outside the connection, passed in with each call.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadContext<'a> {
+    /// The loop's clock: `now` for timeouts, Unix seconds for the freshness of tokens.
+    pub clock: Clock,
+    /// `--jwt-secret`: tokens in request heads are verified with it.
+    pub jwt_secret: Option<&'a Secret>,
+    /// Answer bytes all beacon-node connections owe their peers, unsent (see [`AnswerBudget`]).
+    pub unsent_answer_bytes: usize,
+}
+
+/// The answer bytes all beacon-node connections owe their peers, against
+/// `--max-unsent-answer-bytes`, recounted by the event loop once per iteration.
+///
+/// Over the bound no connection has a new request read (each [`Inbound`] is told the total in
+/// its [`ReadContext`]). Answers to requests read before can still push the total beyond it
+/// (each connection may have [`MAX_PIPELINED_REQUESTS`] under way, and answers run to
+/// `--max-body`), so beyond the bound the connections owing most are closed, their peers being
+/// the ones not reading: memory stays bounded by the bound plus what one loop iteration brings.
+#[derive(Clone, Copy, Debug)]
+pub struct AnswerBudget {
+    max_bytes: usize,
+    unsent_bytes: usize,
+}
+
+/// What a recount of the [`AnswerBudget`] asks of the event loop.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recount {
+    /// Connections (by key) to close, largest debt first: the rest then fit the bound.
+    pub shed: Vec<usize>,
+    /// The total fell back within the bound: connections held back may read again, and
+    /// edge-triggered readiness will not tell them.
+    pub resumed: bool,
+}
+
+impl AnswerBudget {
+    /// A budget of `max_bytes` with nothing owed yet.
+    pub fn new(max_bytes: usize) -> AnswerBudget {
+        AnswerBudget {
+            max_bytes,
+            unsent_bytes: 0,
+        }
+    }
+
+    /// The total as last counted.
+    pub fn unsent_bytes(&self) -> usize {
+        self.unsent_bytes
+    }
+
+    /// Counts again from each connection's key and [`Inbound::unsent_answer_bytes`].
+    pub fn recount(&mut self, owed: impl IntoIterator<Item = (usize, usize)>) -> Recount {
+        let was_over = self.unsent_bytes > self.max_bytes;
+        let mut debtors: Vec<(usize, usize)> = owed.into_iter().filter(|(_, b)| *b > 0).collect();
+        let mut total: usize = debtors.iter().map(|(_, bytes)| bytes).sum();
+        let mut shed = Vec::new();
+        if total > self.max_bytes {
+            debtors.sort_unstable_by_key(|&(key, bytes)| (std::cmp::Reverse(bytes), key));
+            for (key, bytes) in debtors {
+                if total <= self.max_bytes {
+                    break;
+                }
+                shed.push(key);
+                total -= bytes;
+            }
+        }
+        self.unsent_bytes = total;
+        Recount {
+            shed,
+            resumed: was_over && total <= self.max_bytes,
+        }
+    }
+}
+
+/// A request's credential, judged once its head arrived.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// No `--jwt-secret`, or a request that needs no token (`GET` or `HEAD` without a body).
+    Open,
+    /// The claims of the verified token (the `id` claim names the beacon node).
+    Verified(Claims),
+    /// No valid token: the body was not read and the connection closes after the answer.
+    Refused(VerifyError),
 }
 
 impl Limits {
@@ -48,6 +159,7 @@ impl Limits {
             header_timeout: config.header_timeout,
             body_timeout: config.body_timeout,
             idle_timeout: config.idle_timeout,
+            max_unsent_answer_bytes: config.max_unsent_answer_bytes,
         }
     }
 }
@@ -59,8 +171,11 @@ pub struct ParsedRequest {
     pub seq: u64,
     /// The head.
     pub head: RequestHead,
-    /// The body, de-chunked.
+    /// The body, de-chunked. For a refused request, only a `Content-Length` body that arrived
+    /// whole with the head (so its id can be echoed); otherwise empty.
     pub body: Vec<u8>,
+    /// The credential.
+    pub auth: Auth,
 }
 
 /// Why a connection ended.
@@ -84,6 +199,12 @@ pub enum CloseReason {
     WriteTimeout,
     /// The proxy is shutting down.
     Shutdown,
+    /// Its peer left answers unread while all connections owed more than
+    /// `--max-unsent-answer-bytes`, and it owed the most.
+    AnswersUnread,
+    /// Over `--max-connections`: answered `503`, or no head came within
+    /// [`REFUSAL_HEAD_WAIT`].
+    OverCapacity,
 }
 
 impl fmt::Display for CloseReason {
@@ -98,6 +219,10 @@ impl fmt::Display for CloseReason {
             CloseReason::IdleTimeout => f.write_str("idle"),
             CloseReason::WriteTimeout => f.write_str("peer stopped reading"),
             CloseReason::Shutdown => f.write_str("shutting down"),
+            CloseReason::AnswersUnread => {
+                f.write_str("answers left unread beyond --max-unsent-answer-bytes")
+            }
+            CloseReason::OverCapacity => f.write_str("over --max-connections"),
         }
     }
 }
@@ -112,6 +237,7 @@ pub struct Inbound<S = TcpStream> {
     /// Unique for the process lifetime; tells a reused slab slot from the original.
     pub serial: u64,
     limits: Limits,
+    mode: Mode,
     read: ReadState,
     buf: InputBuffer,
     slots: VecDeque<Slot>,
@@ -124,8 +250,21 @@ pub struct Inbound<S = TcpStream> {
     peer_closed: bool,
     /// Shutting down: read no request after the one under way.
     stopping: bool,
+    /// All connections owed more answer bytes than the bound when last told: read no new
+    /// request.
+    answers_over_budget: bool,
     last_activity: Instant,
     finished: Option<CloseReason>,
+}
+
+/// Whether the connection serves requests or only refuses one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// An ordinary connection.
+    Serving,
+    /// Accepted over `--max-connections`: its first head is answered `503` and the connection
+    /// closes; whatever happens, it is gone by `until`.
+    Refusing { until: Instant },
 }
 
 /// What the reading side waits for.
@@ -135,7 +274,9 @@ enum ReadState {
     Head { started: Option<Instant> },
     /// The body of `head`.
     Body {
-        head: RequestHead,
+        /// Boxed: the other states are a few bytes, and this one lasts a whole body.
+        head: Box<RequestHead>,
+        auth: Auth,
         reader: BodyReader,
         body: Vec<u8>,
         /// For `Content-Length` bodies: the exact size, read in place.
@@ -181,6 +322,7 @@ impl<S: Read + Write> Inbound<S> {
             peer,
             serial,
             limits,
+            mode: Mode::Serving,
             read: ReadState::Head { started: None },
             buf: InputBuffer::new(),
             slots: VecDeque::new(),
@@ -190,9 +332,32 @@ impl<S: Read + Write> Inbound<S> {
             hangup: false,
             peer_closed: false,
             stopping: false,
+            answers_over_budget: false,
             last_activity: now,
             finished: None,
         }
+    }
+
+    /// A connection accepted over `--max-connections`: it is told `503` (a JSON-RPC error,
+    /// `Connection: close`) if its request head arrives within [`REFUSAL_HEAD_WAIT`], and closed
+    /// by then either way. No request of it is ever handed on.
+    pub fn refusing(
+        stream: S,
+        peer: SocketAddr,
+        serial: u64,
+        limits: Limits,
+        now: Instant,
+    ) -> Inbound<S> {
+        let mut inbound = Inbound::new(stream, peer, serial, limits, now);
+        inbound.mode = Mode::Refusing {
+            until: now + REFUSAL_HEAD_WAIT,
+        };
+        inbound
+    }
+
+    /// Whether this connection was accepted over `--max-connections` only to be refused.
+    pub fn is_refusing(&self) -> bool {
+        matches!(self.mode, Mode::Refusing { .. })
     }
 
     /// The socket, for (de)registration.
@@ -248,12 +413,37 @@ impl<S: Read + Write> Inbound<S> {
         self.slots.len()
     }
 
+    /// Bytes of answers ready for the peer and not written yet.
+    pub fn unsent_answer_bytes(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|slot| match slot {
+                Slot::Ready {
+                    head,
+                    body,
+                    written,
+                    ..
+                } => (head.len() + body.len()).saturating_sub(*written),
+                Slot::Waiting { .. } => 0,
+            })
+            .sum()
+    }
+
+    /// Closes the connection, answers unwritten: it owed the most while all connections owed
+    /// more than `--max-unsent-answer-bytes` (see [`AnswerBudget`]).
+    pub fn shed(&mut self) {
+        self.finish(CloseReason::AnswersUnread);
+    }
+
     /// Reads what the socket has and returns the requests completed by it.
-    pub fn read_requests(&mut self, now: Instant, out: &mut Vec<ParsedRequest>) {
+    pub fn read_requests(&mut self, context: ReadContext<'_>, out: &mut Vec<ParsedRequest>) {
+        let now = context.clock.now;
+        self.answers_over_budget =
+            context.unsent_answer_bytes > self.limits.max_unsent_answer_bytes;
         // Requests already buffered come first: answers may have freed pipeline slots since
         // they were read, and edge-triggered readiness will not announce them again.
         if self.finished.is_none() {
-            self.parse(now, out);
+            self.parse(context, out);
         }
         for _ in 0..MAX_IO_ROUNDS {
             if !self.readable || !self.wants_read() {
@@ -275,7 +465,7 @@ impl<S: Read + Write> Inbound<S> {
                 Ok(filled) => {
                     self.last_activity = now;
                     self.readable = !filled.drained || self.hangup;
-                    self.parse(now, out);
+                    self.parse(context, out);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -378,6 +568,9 @@ impl<S: Read + Write> Inbound<S> {
         if self.finished.is_some() {
             return None;
         }
+        if let Mode::Refusing { until } = self.mode {
+            return Some(until);
+        }
         if matches!(self.slots.front(), Some(Slot::Ready { .. })) {
             return Some(self.last_activity + self.limits.idle_timeout);
         }
@@ -402,6 +595,10 @@ impl<S: Read + Write> Inbound<S> {
         if now < deadline {
             return;
         }
+        if self.is_refusing() {
+            self.finish(CloseReason::OverCapacity);
+            return;
+        }
         if matches!(self.slots.front(), Some(Slot::Ready { .. })) {
             self.finish(CloseReason::WriteTimeout);
             return;
@@ -410,12 +607,20 @@ impl<S: Read + Write> Inbound<S> {
             // The 408 is written if the socket takes it now; the connection closes either way,
             // and the timeout (not the answer) is why.
             ReadState::Head { started: Some(_) } => {
-                self.reject(408, "request head not received in time");
+                self.reject(
+                    408,
+                    rpc::code::INVALID_REQUEST,
+                    "request head not received in time",
+                );
                 self.flush(now);
                 self.finished = Some(CloseReason::HeaderTimeout);
             }
             ReadState::Body { .. } => {
-                self.reject(408, "request body not received in time");
+                self.reject(
+                    408,
+                    rpc::code::INVALID_REQUEST,
+                    "request body not received in time",
+                );
                 self.flush(now);
                 self.finished = Some(CloseReason::BodyTimeout);
             }
@@ -426,10 +631,21 @@ impl<S: Read + Write> Inbound<S> {
     }
 
     fn wants_read(&self) -> bool {
-        self.finished.is_none()
-            && !self.peer_closed
-            && !matches!(self.read, ReadState::Stopped)
-            && self.slots.len() < MAX_PIPELINED_REQUESTS
+        let reading = match self.read {
+            ReadState::Head { .. } => self.may_start_request(),
+            ReadState::Body { .. } => self.slots.len() < MAX_PIPELINED_REQUESTS,
+            ReadState::Stopped => false,
+        };
+        reading && self.finished.is_none() && !self.peer_closed
+    }
+
+    /// Backpressure: a new request is read only while the answers owed stay within bounds: in
+    /// number, in unsent bytes on this connection, and in unsent bytes on all of them. A body
+    /// under way is read to its end regardless.
+    fn may_start_request(&self) -> bool {
+        self.slots.len() < MAX_PIPELINED_REQUESTS
+            && !self.answers_over_budget
+            && self.unsent_answer_bytes() <= MAX_UNSENT_ANSWER_BYTES_PER_CONNECTION
     }
 
     fn finish(&mut self, reason: CloseReason) {
@@ -454,20 +670,21 @@ impl<S: Read + Write> Inbound<S> {
     }
 
     /// Moves buffered bytes through the head and body states, completing requests.
-    fn parse(&mut self, now: Instant, out: &mut Vec<ParsedRequest>) {
+    fn parse(&mut self, context: ReadContext<'_>, out: &mut Vec<ParsedRequest>) {
+        let now = context.clock.now;
         loop {
+            let may_start = self.may_start_request();
             match &mut self.read {
                 ReadState::Stopped => {
                     self.buf.clear();
                     return;
                 }
                 ReadState::Head { started } => {
-                    // Backpressure: no more requests than answers we are willing to owe.
-                    if self.buf.is_empty() || self.slots.len() >= MAX_PIPELINED_REQUESTS {
+                    if self.buf.is_empty() || !may_start {
                         return;
                     }
                     started.get_or_insert(now);
-                    if !self.parse_head(now) {
+                    if !self.parse_head(context, out) {
                         return;
                     }
                 }
@@ -481,20 +698,48 @@ impl<S: Read + Write> Inbound<S> {
     }
 
     /// Parses a head from the buffer; true when the state moved on.
-    fn parse_head(&mut self, now: Instant) -> bool {
-        let head = match parse_request_head(self.buf.bytes(), self.limits.max_head_bytes) {
+    fn parse_head(&mut self, context: ReadContext<'_>, out: &mut Vec<ParsedRequest>) -> bool {
+        let mut head = match parse_request_head(self.buf.bytes(), self.limits.max_head_bytes) {
             Ok(Some(head)) => head,
             Ok(None) => return false,
             Err(e) => {
-                self.reject(e.status(), &e.to_string());
+                self.reject(e.status(), rpc::code::INVALID_REQUEST, &e.to_string());
                 return false;
             }
         };
+        if self.is_refusing() {
+            // Nothing of it is read further, and nothing else on this connection.
+            self.reject(
+                503,
+                rpc::code::INTERNAL_ERROR,
+                "too many connections (--max-connections): try again later",
+            );
+            return false;
+        }
         self.buf.consume(head.head_bytes);
+        let auth = authenticate(&head, context);
+        if let Auth::Refused(_) = auth {
+            // Handed on now, before a byte of the body is read or a `100 Continue` invites it;
+            // the connection closes after the answer, so the body is never read at all.
+            let whole =
+                |n: u64| n <= self.buf.len() as u64 && n <= self.limits.max_body_bytes as u64;
+            let body = match head.framing {
+                Framing::Length(n) if whole(n) => self
+                    .buf
+                    .bytes()
+                    .get(..n as usize)
+                    .unwrap_or_default()
+                    .to_vec(),
+                _ => Vec::new(),
+            };
+            head.keep_alive = false;
+            self.hand_on(head, body, auth, out);
+            return true;
+        }
         let expected = match head.framing {
             Framing::Length(n) if n > self.limits.max_body_bytes as u64 => {
                 // Refused before reading a byte of it; the connection closes after the answer.
-                self.reject(413, "request body too large");
+                self.reject(413, rpc::code::INVALID_REQUEST, "request body too large");
                 return false;
             }
             // Bounded by max_body_bytes just above.
@@ -512,10 +757,11 @@ impl<S: Read + Write> Inbound<S> {
         let capacity = expected.unwrap_or(0).min(MAX_BODY_RESERVATION_BYTES);
         self.read = ReadState::Body {
             reader: BodyReader::new(head.framing, self.limits.max_body_bytes),
-            head,
+            head: Box::new(head),
+            auth,
             body: Vec::with_capacity(capacity),
             expected,
-            deadline: now + self.limits.body_timeout,
+            deadline: context.clock.now + self.limits.body_timeout,
         };
         true
     }
@@ -545,7 +791,7 @@ impl<S: Read + Write> Inbound<S> {
                 }
                 Err(e) => {
                     let status = e.status();
-                    self.reject(status, &e.to_string());
+                    self.reject(status, rpc::code::INVALID_REQUEST, &e.to_string());
                     return false;
                 }
             },
@@ -553,14 +799,29 @@ impl<S: Read + Write> Inbound<S> {
         if !done {
             return false;
         }
-        let ReadState::Body { head, body, .. } =
-            std::mem::replace(&mut self.read, ReadState::Head { started: None })
+        let ReadState::Body {
+            head, body, auth, ..
+        } = std::mem::replace(&mut self.read, ReadState::Head { started: None })
         else {
             return false;
         };
-        if !head.keep_alive || self.stopping {
-            self.read = ReadState::Stopped;
-        }
+        self.hand_on(*head, body, auth, out);
+        true
+    }
+
+    /// Gives a complete request its slot in the order of answers and hands it on.
+    fn hand_on(
+        &mut self,
+        head: RequestHead,
+        body: Vec<u8>,
+        auth: Auth,
+        out: &mut Vec<ParsedRequest>,
+    ) {
+        self.read = if !head.keep_alive || self.stopping {
+            ReadState::Stopped
+        } else {
+            ReadState::Head { started: None }
+        };
         let seq = self.next_seq;
         self.next_seq += 1;
         self.slots.push_back(Slot::Waiting {
@@ -569,14 +830,18 @@ impl<S: Read + Write> Inbound<S> {
             keep_alive: head.keep_alive,
             head_only: head.method == RequestMethod::Head,
         });
-        out.push(ParsedRequest { seq, head, body });
-        true
+        out.push(ParsedRequest {
+            seq,
+            head,
+            body,
+            auth,
+        });
     }
 
     /// Answers a request that cannot be read with `status` and a JSON-RPC error (id null:
     /// the body was never read), then stops reading; the connection closes after the answer.
-    fn reject(&mut self, status: u16, message: &str) {
-        let body = rpc::error_body(b"null", rpc::code::INVALID_REQUEST, message);
+    fn reject(&mut self, status: u16, code: i64, message: &str) {
+        let body = rpc::error_body(b"null", code, message);
         self.slots.push_back(Slot::Ready {
             head: response_head(Version::Http11, status, JSON, body.len(), false),
             body,
@@ -585,6 +850,28 @@ impl<S: Read + Write> Inbound<S> {
         });
         self.read = ReadState::Stopped;
         self.buf.clear();
+    }
+}
+
+/// Judges the token of a request whose head just arrived. With `--jwt-secret` every request
+/// needs one except `GET` and `HEAD` without a body (the operator endpoints stay open, and
+/// nothing else is read without a credential).
+fn authenticate(head: &RequestHead, context: ReadContext<'_>) -> Auth {
+    let Some(secret) = context.jwt_secret else {
+        return Auth::Open;
+    };
+    let open = matches!(head.method, RequestMethod::Get | RequestMethod::Head)
+        && head.framing == Framing::Empty;
+    if open {
+        return Auth::Open;
+    }
+    match jwt::verify(
+        head.authorization.as_deref(),
+        secret,
+        context.clock.unix_secs,
+    ) {
+        Ok(claims) => Auth::Verified(claims),
+        Err(error) => Auth::Refused(error),
     }
 }
 
@@ -601,22 +888,60 @@ mod tests {
         header_timeout: Duration::from_secs(10),
         body_timeout: Duration::from_secs(60),
         idle_timeout: Duration::from_secs(120),
+        max_unsent_answer_bytes: 1 << 20,
     };
 
     fn connection(chunks: &[&[u8]]) -> (Inbound<Peer>, Instant) {
+        accepted(chunks, Inbound::new)
+    }
+
+    type Constructor = fn(Peer, SocketAddr, u64, Limits, Instant) -> Inbound<Peer>;
+
+    /// A connection made by `constructor` whose peer has sent `chunks`, readable and writable.
+    fn accepted(chunks: &[&[u8]], constructor: Constructor) -> (Inbound<Peer>, Instant) {
         let now = Instant::now();
         let peer = Peer {
             incoming: chunks.iter().map(|c| c.to_vec()).collect(),
             ..Peer::default()
         };
-        let mut inbound = Inbound::new(peer, "127.0.0.1:1".parse().unwrap(), 1, LIMITS, now);
+        let mut inbound = constructor(peer, "127.0.0.1:1".parse().unwrap(), 1, LIMITS, now);
         inbound.on_ready(true, true);
         (inbound, now)
     }
 
+    /// Unix seconds of the fixtures' wall clock.
+    const UNIX_SECS: u64 = 1_700_000_000;
+
+    fn context(now: Instant) -> ReadContext<'static> {
+        ReadContext {
+            clock: Clock {
+                now,
+                unix_secs: UNIX_SECS,
+            },
+            jwt_secret: None,
+            unsent_answer_bytes: 0,
+        }
+    }
+
     fn read(inbound: &mut Inbound<Peer>, now: Instant) -> Vec<ParsedRequest> {
         let mut out = Vec::new();
-        inbound.read_requests(now, &mut out);
+        inbound.read_requests(context(now), &mut out);
+        out
+    }
+
+    fn secret() -> Secret {
+        Secret::from_hex(&"ab".repeat(32)).unwrap()
+    }
+
+    /// Reads with `--jwt-secret` set.
+    fn read_authenticated(inbound: &mut Inbound<Peer>, now: Instant) -> Vec<ParsedRequest> {
+        let secret = secret();
+        let mut out = Vec::new();
+        let context = ReadContext {
+            jwt_secret: Some(&secret),
+            ..context(now)
+        };
+        inbound.read_requests(context, &mut out);
         out
     }
 
@@ -739,6 +1064,152 @@ mod tests {
         assert_eq!(read(&mut inbound, now).len(), 1);
     }
 
+    /// Issue 11, item 1: six peers without the secret each sending 98 MB pinned 600 MB before
+    /// their 401s. The head alone decides now, and nothing of the body is read.
+    #[test]
+    fn reading_head_without_token_is_refused_before_its_body() {
+        let head = b"POST / HTTP/1.1\r\nContent-Length: 4000\r\n\r\n";
+        let (mut inbound, now) = connection(&[head]);
+        let requests = read_authenticated(&mut inbound, now);
+        assert_eq!(requests.len(), 1, "handed on at the head");
+        assert_eq!(requests[0].auth, Auth::Refused(VerifyError::Missing));
+        assert!(requests[0].body.is_empty());
+        assert!(
+            !requests[0].head.keep_alive,
+            "the connection closes after the answer"
+        );
+        arrive(&mut inbound, &[b'x'; 4000]);
+        assert!(read_authenticated(&mut inbound, now).is_empty());
+        assert_eq!(
+            inbound.stream_mut().incoming.len(),
+            1,
+            "the body is never read"
+        );
+        inbound.answer(0, 401, JSON, b"{}".to_vec());
+        inbound.flush(now);
+        let text = written(&mut inbound);
+        assert!(text.starts_with("HTTP/1.1 401 "), "{text}");
+        assert!(text.contains("Connection: close\r\n"), "{text}");
+        assert_eq!(inbound.finished(), Some(CloseReason::Done));
+    }
+
+    #[test]
+    fn reading_head_expect_continue_without_token_gets_no_interim_answer() {
+        let (mut inbound, now) = connection(&[
+            b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2000\r\n\r\n",
+        ]);
+        let requests = read_authenticated(&mut inbound, now);
+        assert_eq!(requests.len(), 1);
+        assert!(matches!(requests[0].auth, Auth::Refused(_)));
+        inbound.flush(now);
+        assert_eq!(written(&mut inbound), "", "no 100 Continue");
+        inbound.answer(0, 401, JSON, b"{}".to_vec());
+        inbound.flush(now);
+        assert!(written(&mut inbound).starts_with("HTTP/1.1 401 "));
+    }
+
+    #[test]
+    fn reading_head_refused_small_body_in_the_buffer_is_kept_for_its_id() {
+        let (mut inbound, now) = connection(&[POST]);
+        let requests = read_authenticated(&mut inbound, now);
+        assert!(matches!(requests[0].auth, Auth::Refused(_)));
+        assert_eq!(requests[0].body, b"{}");
+    }
+
+    #[test]
+    fn reading_head_valid_token_reads_the_body_with_its_claims() {
+        let bearer = jwt::Signer::with_id(secret(), "bn-7")
+            .bearer(UNIX_SECS)
+            .to_owned();
+        let message = format!(
+            "POST / HTTP/1.1\r\nAuthorization: {bearer}\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+        );
+        let (mut inbound, now) = connection(&[message.as_bytes()]);
+        assert!(read_authenticated(&mut inbound, now).is_empty());
+        inbound.flush(now);
+        assert_eq!(written(&mut inbound), "HTTP/1.1 100 Continue\r\n\r\n");
+        arrive(&mut inbound, b"{}");
+        let requests = read_authenticated(&mut inbound, now);
+        let Auth::Verified(claims) = &requests[0].auth else {
+            panic!("{:?}", requests[0].auth);
+        };
+        assert_eq!(claims.id.as_deref(), Some("bn-7"));
+        assert_eq!(requests[0].body, b"{}");
+        assert!(requests[0].head.keep_alive);
+    }
+
+    #[test]
+    fn reading_head_get_needs_a_token_only_with_a_body() {
+        let (mut inbound, now) = connection(&[b"GET /status HTTP/1.1\r\n\r\n"]);
+        assert_eq!(read_authenticated(&mut inbound, now)[0].auth, Auth::Open);
+        let (mut inbound, now) =
+            connection(&[b"GET /status HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"]);
+        assert!(matches!(
+            read_authenticated(&mut inbound, now)[0].auth,
+            Auth::Refused(_)
+        ));
+        let (mut inbound, now) = connection(&[b"PUT / HTTP/1.1\r\n\r\n"]);
+        assert!(matches!(
+            read_authenticated(&mut inbound, now)[0].auth,
+            Auth::Refused(_)
+        ));
+    }
+
+    fn refusing(chunks: &[&[u8]]) -> (Inbound<Peer>, Instant) {
+        accepted(chunks, Inbound::refusing)
+    }
+
+    /// Issue 11, item 9: a connection over `--max-connections` used to be reset; now its first
+    /// head is told `503` with a JSON-RPC error, and nothing of it reaches the handler.
+    #[test]
+    fn refusing_head_is_answered_503_and_closes() {
+        let (mut inbound, now) = refusing(&[POST]);
+        assert!(inbound.is_refusing());
+        assert!(read(&mut inbound, now).is_empty(), "never handed on");
+        inbound.flush(now);
+        let text = written(&mut inbound);
+        assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+        assert!(text.contains("Connection: close\r\n"), "{text}");
+        assert!(text.contains("\"code\":-32603"), "{text}");
+        assert!(text.contains("--max-connections"), "{text}");
+        assert_eq!(inbound.finished(), Some(CloseReason::Done));
+    }
+
+    #[test]
+    fn refusing_head_split_anywhere_is_answered_once() {
+        for cut in 1..POST.len() {
+            let (mut inbound, now) = refusing(&[&POST[..cut]]);
+            assert!(read(&mut inbound, now).is_empty());
+            arrive(&mut inbound, &POST[cut..]);
+            assert!(read(&mut inbound, now).is_empty());
+            inbound.flush(now);
+            assert_eq!(written(&mut inbound).matches("503").count(), 1, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn refusing_silence_closes_after_the_head_wait() {
+        let (mut inbound, now) = refusing(&[b"POST / HT"]);
+        assert!(read(&mut inbound, now).is_empty());
+        assert_eq!(inbound.deadline(), Some(now + REFUSAL_HEAD_WAIT));
+        inbound.on_timeout(now + REFUSAL_HEAD_WAIT - Duration::from_millis(1));
+        assert_eq!(inbound.finished(), None);
+        inbound.on_timeout(now + REFUSAL_HEAD_WAIT);
+        assert_eq!(inbound.finished(), Some(CloseReason::OverCapacity));
+        assert_eq!(written(&mut inbound), "", "no answer without a head");
+    }
+
+    #[test]
+    fn refusing_answer_the_peer_does_not_read_is_dropped_at_the_head_wait() {
+        let (mut inbound, now) = refusing(&[POST]);
+        inbound.stream_mut().window = 1;
+        inbound.on_ready(true, false);
+        assert!(read(&mut inbound, now).is_empty());
+        assert_eq!(inbound.deadline(), Some(now + REFUSAL_HEAD_WAIT));
+        inbound.on_timeout(now + REFUSAL_HEAD_WAIT);
+        assert_eq!(inbound.finished(), Some(CloseReason::OverCapacity));
+    }
+
     #[test]
     fn reading_head_timeout_answers_408_and_closes() {
         let (mut inbound, now) = connection(&[b"POST / HTTP/1.1\r\nX-Slow"]);
@@ -802,6 +1273,101 @@ mod tests {
         inbound.flush(now);
         // No new readiness: the buffered requests are parsed as slots free up.
         assert_eq!(read(&mut inbound, now).len(), 1);
+    }
+
+    /// Issue 11, item 2: a peer that pipelines requests and reads no answer stops being read
+    /// once it owes more than its share, and is read again once it catches up.
+    #[test]
+    fn pipelined_requests_wait_while_this_connection_owes_too_many_bytes() {
+        let (mut inbound, now) = connection(&[&POST.repeat(3)]);
+        inbound.stream_mut().window = 1;
+        let read_first = read(&mut inbound, now).len();
+        assert_eq!(read_first, 3);
+        inbound.writable = false;
+        inbound.answer(
+            0,
+            200,
+            JSON,
+            vec![b'a'; MAX_UNSENT_ANSWER_BYTES_PER_CONNECTION + 1],
+        );
+        arrive(&mut inbound, POST);
+        assert!(
+            read(&mut inbound, now).is_empty(),
+            "owes more than its share"
+        );
+        assert!(
+            !inbound.wants_service(),
+            "nothing to do until the peer reads"
+        );
+        assert!(inbound.unsent_answer_bytes() > MAX_UNSENT_ANSWER_BYTES_PER_CONNECTION);
+        inbound.stream_mut().window = 0;
+        inbound.on_ready(false, true);
+        inbound.flush(now);
+        assert_eq!(inbound.unsent_answer_bytes(), 0);
+        assert!(inbound.wants_service());
+        assert_eq!(read(&mut inbound, now).len(), 1, "read again once written");
+    }
+
+    #[test]
+    fn reading_head_waits_while_all_connections_owe_too_many_bytes() {
+        let (mut inbound, now) = connection(&[POST]);
+        let mut out = Vec::new();
+        let over = ReadContext {
+            unsent_answer_bytes: LIMITS.max_unsent_answer_bytes + 1,
+            ..context(now)
+        };
+        inbound.read_requests(over, &mut out);
+        assert!(out.is_empty(), "no new request while over the budget");
+        assert!(
+            !inbound.wants_service(),
+            "the loop wakes it when the budget frees"
+        );
+        let at_bound = ReadContext {
+            unsent_answer_bytes: LIMITS.max_unsent_answer_bytes,
+            ..context(now)
+        };
+        inbound.read_requests(at_bound, &mut out);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn reading_body_under_way_completes_over_the_budget() {
+        let (mut inbound, now) = connection(&[&POST[..POST.len() - 1]]);
+        assert!(read(&mut inbound, now).is_empty());
+        arrive(&mut inbound, &POST[POST.len() - 1..]);
+        let mut out = Vec::new();
+        let over = ReadContext {
+            unsent_answer_bytes: usize::MAX,
+            ..context(now)
+        };
+        inbound.read_requests(over, &mut out);
+        assert_eq!(out.len(), 1, "a body under way is read to its end");
+    }
+
+    #[test]
+    fn answer_budget_sheds_the_largest_debtors_until_the_rest_fit() {
+        let mut budget = AnswerBudget::new(100);
+        let recount = budget.recount([(1, 40), (2, 0), (3, 50)]);
+        assert_eq!(recount, Recount::default());
+        assert_eq!(budget.unsent_bytes(), 90);
+        let recount = budget.recount([(1, 40), (2, 30), (3, 80), (4, 80)]);
+        assert_eq!(recount.shed, [3, 4], "largest first, ties by key");
+        assert!(!recount.resumed, "it was within the bound before");
+        assert_eq!(budget.unsent_bytes(), 70);
+        // Over the bound between recounts (answers arrived): reading resumes once it fits.
+        budget.unsent_bytes = 150;
+        let recount = budget.recount([(1, 40)]);
+        assert!(recount.shed.is_empty() && recount.resumed);
+        assert_eq!(budget.recount([(1, 40)]), Recount::default());
+    }
+
+    #[test]
+    fn shed_connection_closes_with_its_answers_unwritten() {
+        let (mut inbound, now) = connection(&[POST]);
+        assert_eq!(read(&mut inbound, now).len(), 1);
+        inbound.shed();
+        assert_eq!(inbound.finished(), Some(CloseReason::AnswersUnread));
+        assert_eq!(inbound.deadline(), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! (`none` MUST be rejected), the secret is a hex-encoded 256-bit key read from a file, the `iat`
 //! claim is required and accepted within ±60 s of now, `id` and `clv` are optional, and claims
 //! that are not recognised are ignored. The encoding is deliberately strict: base64url without
-//! padding, exactly three segments, an integer `iat`. Everything is pure: the caller reads the
+//! padding, exactly three segments, an integer `iat`, no member named twice. Everything is pure: the caller reads the
 //! clock and passes `now_unix_secs`. The module does not log, and nothing it returns or formats
 //! contains the secret or a token, so its errors are safe to log. It does no I/O other than
 //! [`Secret::load`], and it does not decide what an HTTP answer looks like (that is `401` with a
@@ -165,6 +165,9 @@ pub enum VerifyError {
     NotBearer,
     /// Not three base64url segments of JSON objects, too long, or a forbidden header field.
     Malformed,
+    /// The header or the claims name a member twice (`iat` twice): parsers disagree on which
+    /// one counts, so the token is ambiguous.
+    RepeatedMember,
     /// The header's `alg` is missing or is not exactly `HS256`.
     UnsupportedAlg,
     /// The signature was not made with this secret over this header and payload.
@@ -181,6 +184,7 @@ impl fmt::Display for VerifyError {
             VerifyError::Missing => f.write_str("no Authorization header"),
             VerifyError::NotBearer => f.write_str("Authorization is not a Bearer token"),
             VerifyError::Malformed => f.write_str("malformed JWT"),
+            VerifyError::RepeatedMember => f.write_str("JWT names a member twice"),
             VerifyError::UnsupportedAlg => f.write_str("JWT alg is not HS256"),
             VerifyError::BadSignature => f.write_str("JWT signature does not match the secret"),
             VerifyError::MissingIat => f.write_str("JWT has no integer iat claim"),
@@ -421,10 +425,26 @@ fn decode_json_object(
         .decode_slice(segment_b64, buf)
         .map_err(|_| VerifyError::Malformed)?;
     let json = buf.get(..len).ok_or(VerifyError::Malformed)?;
-    match serde_json::from_slice(json) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(VerifyError::Malformed),
+    let map = match serde_json::from_slice(json) {
+        Ok(Value::Object(map)) => map,
+        _ => return Err(VerifyError::Malformed),
+    };
+    // serde_json keeps the last of repeated members and drops the others: a map smaller than
+    // the object's member count means a name (after unescaping) appeared twice.
+    if member_count(json)? != map.len() {
+        return Err(VerifyError::RepeatedMember);
     }
+    Ok(map)
+}
+
+/// How many members a JSON object has, repeated names included.
+fn member_count(json: &[u8]) -> Result<usize, VerifyError> {
+    let mut count = 0;
+    for member in sonic_rs::to_object_iter(json) {
+        member.map_err(|_| VerifyError::Malformed)?;
+        count += 1;
+    }
+    Ok(count)
 }
 
 fn keyed_mac(secret: &Secret) -> HmacSha256 {
@@ -657,6 +677,7 @@ mod tests {
             VerifyError::Missing,
             VerifyError::NotBearer,
             VerifyError::Malformed,
+            VerifyError::RepeatedMember,
             VerifyError::UnsupportedAlg,
             VerifyError::BadSignature,
             VerifyError::MissingIat,
@@ -959,6 +980,38 @@ mod tests {
             assert_eq!(
                 verify_at(&format!("Bearer {signed}"), KNOWN_IAT),
                 Err(VerifyError::Malformed),
+                "{header}"
+            );
+        }
+    }
+
+    /// Issue 11, item 8: with `iat` twice, serde_json takes the last and another parser the
+    /// first; a token that means different things to different readers is refused.
+    #[test]
+    fn claims_or_header_with_a_repeated_member_are_refused() {
+        let hs256 = r#"{"alg":"HS256","typ":"JWT"}"#;
+        for payload in [
+            r#"{"iat":1700000000,"iat":1}"#,
+            r#"{"iat":1,"iat":1700000000}"#,
+            r#"{"iat":1700000000,"i\u0061t":1700000000}"#,
+            r#"{"iat":1700000000,"id":"bn-1","id":"bn-2"}"#,
+            r#"{"iat":1700000000,"x":1,"x":1}"#,
+        ] {
+            let signed = token(hs256, payload, &secret());
+            assert_eq!(
+                verify_at(&format!("Bearer {signed}"), KNOWN_IAT),
+                Err(VerifyError::RepeatedMember),
+                "{payload}"
+            );
+        }
+        for header in [
+            r#"{"alg":"none","alg":"HS256"}"#,
+            r#"{"alg":"HS256","typ":"JWT","typ":"JWT"}"#,
+        ] {
+            let signed = token(header, r#"{"iat":1700000000}"#, &secret());
+            assert_eq!(
+                verify_at(&format!("Bearer {signed}"), KNOWN_IAT),
+                Err(VerifyError::RepeatedMember),
                 "{header}"
             );
         }

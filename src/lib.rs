@@ -3,8 +3,11 @@
 //!
 //! The binary is a thin shell over [`run`]; tests, fuzz targets and benchmarks link the same
 //! modules. Pure modules (HTTP codec, JSON-RPC inspection, JWT, beacon tracking, routing,
-//! exchanges) take bytes and time in and return decisions; only [`event_loop`], [`inbound`] and
-//! [`upstream`] touch sockets.
+//! exchanges) take bytes and time in and return decisions; every decision sits in the sans-IO
+//! [`core`]; only [`event_loop`] (with [`connections`], [`inbound`] and [`outbound`]) touches
+//! sockets. `ARCHITECTURE.md` draws the data flow.
+
+#![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;
@@ -20,6 +23,7 @@ pub mod http;
 pub mod identity;
 pub mod inbound;
 pub mod jwt;
+pub mod log_limit;
 pub mod metrics;
 pub mod net;
 pub mod network;

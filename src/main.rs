@@ -1,6 +1,8 @@
 //! The `sync-proxy` binary: flags → validated configuration → the event loop. A bad flag stops
 //! start-up with one line on stderr naming it, and exit code 2.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use sync_proxy::cli::{self, Command};

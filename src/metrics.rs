@@ -61,7 +61,8 @@ impl Refusal {
         Refusal::Loop,
     ];
 
-    fn label(self) -> &'static str {
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
         match self {
             Refusal::Parse => "parse_error",
             Refusal::InvalidRequest => "invalid_request",
@@ -92,6 +93,8 @@ pub struct Metrics {
     pub hedged_answers: u64,
     /// `--ack majority`: final verdicts that disagreed (VALID against INVALID), answered SYNCING.
     pub verdict_disagreements: u64,
+    /// Connections closed for answers left unread beyond `--max-unsent-answer-bytes`.
+    pub connections_shed: u64,
     /// Answers to beacon nodes by class: 2xx, 4xx, 5xx.
     answers_by_class: [u64; 3],
     latency_buckets: [u64; LATENCY_BUCKETS_SECS.len()],
@@ -112,6 +115,7 @@ impl Metrics {
             connections_refused: 0,
             hedged_answers: 0,
             verdict_disagreements: 0,
+            connections_shed: 0,
             answers_by_class: [0; 3],
             latency_buckets: [0; LATENCY_BUCKETS_SECS.len()],
             latency_count: 0,
@@ -228,6 +232,12 @@ impl Metrics {
             "sync_proxy_connections_refused_total",
             "Connections refused at --max-connections.",
             self.connections_refused,
+        );
+        counter(
+            &mut out,
+            "sync_proxy_connections_shed_total",
+            "Connections closed for answers left unread beyond --max-unsent-answer-bytes.",
+            self.connections_shed,
         );
         gauge(
             &mut out,
@@ -411,6 +421,12 @@ fn render_beacons(out: &mut String, now: Instant, tracker: &BeaconTracker) {
         "sync_proxy_beacon_switches_total",
         "Changes of the followed beacon node.",
         tracker.switches(),
+    );
+    counter(
+        out,
+        "sync_proxy_beacon_untracked_total",
+        "Requests from beacon nodes left untracked: the table was full of live ones ranking as high.",
+        tracker.untracked(),
     );
     header(
         out,

@@ -17,6 +17,11 @@
 //!   clock. Read literally ("another BN is nearer"), two BNs that both catch up after downtime
 //!   would swap the lead on every block; this way the margin rule alone governs them.
 //! - Every returned [`Switch`] counts, including the first choice and "no live BN left".
+//! - A full table makes room for a newcomer only at the expense of a BN that could never be
+//!   chosen over it: one that is no longer live, else a live one the newcomer outranks (a
+//!   higher believed slot). The followed BN is never evicted. Without inbound JWT an identity is
+//!   a claim (a path, an address), so a flood of new names must not push real BNs out; a
+//!   newcomer that ranks no higher than every live BN is simply not tracked, and is counted.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -163,6 +168,8 @@ pub struct BeaconTracker {
     /// Arrival number for the next new BN; orders ties.
     next_arrival: u64,
     switches: u64,
+    /// Requests from BNs left untracked because the table was full of BNs ranking as high.
+    untracked: u64,
 }
 
 impl BeaconTracker {
@@ -174,6 +181,7 @@ impl BeaconTracker {
             best: None,
             next_arrival: 0,
             switches: 0,
+            untracked: 0,
         }
     }
 
@@ -199,10 +207,13 @@ impl BeaconTracker {
             SlotClaim::None | SlotClaim::Ignored { .. } => None,
         };
         let index = match self.beacons.iter().position(|b| &*b.id == beacon) {
-            Some(index) => index,
-            None => self.track(beacon, now),
+            Some(index) => Some(index),
+            None => self.track(beacon, believed, now),
         };
-        if let Some(entry) = self.beacons.get_mut(index) {
+        if index.is_none() {
+            self.untracked = self.untracked.saturating_add(1);
+        }
+        if let Some(entry) = index.and_then(|index| self.beacons.get_mut(index)) {
             // A request with a disbelieved slot still proves the BN is alive.
             entry.last_seen = entry.last_seen.max(now);
             entry.requests = entry.requests.saturating_add(1);
@@ -254,6 +265,11 @@ impl BeaconTracker {
         self.switches
     }
 
+    /// How many requests came from BNs left untracked because the table was full.
+    pub fn untracked(&self) -> u64 {
+        self.untracked
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> TrackerConfig {
         self.config
@@ -263,9 +279,11 @@ impl BeaconTracker {
         self.beacons.get(self.best?)
     }
 
-    /// Adds a BN seen for the first time and returns its index; when the table is full it
-    /// replaces the least recently seen BN other than the best.
-    fn track(&mut self, beacon: &str, now: Instant) -> usize {
+    /// Adds a BN seen for the first time, with the slot its first request proved, and returns
+    /// its index. When the table is full it replaces the BN least worth keeping other than the
+    /// best (one no longer live, the stalest first; else the live one with the lowest slot),
+    /// and only if the newcomer outranks it; otherwise the newcomer is not tracked (`None`).
+    fn track(&mut self, beacon: &str, slot: Option<u64>, now: Instant) -> Option<usize> {
         let entry = Beacon {
             id: beacon.into(),
             slot: None,
@@ -273,25 +291,31 @@ impl BeaconTracker {
             requests: 0,
             arrival: self.next_arrival,
         };
-        self.next_arrival = self.next_arrival.wrapping_add(1);
         if self.beacons.len() < MAX_BEACONS {
+            self.next_arrival = self.next_arrival.wrapping_add(1);
             self.beacons.push(entry);
-            return self.beacons.len() - 1;
+            return Some(self.beacons.len() - 1);
         }
-        let best = self.best;
-        let victim = self
+        let (best, timeout) = (self.best, self.config.beacon_timeout);
+        let (index, victim) = self
             .beacons
             .iter_mut()
             .enumerate()
             .filter(|(index, _)| best != Some(*index))
-            .min_by_key(|(_, b)| (b.last_seen, b.arrival));
-        if let Some((index, old)) = victim {
-            *old = entry;
-            return index;
+            .min_by_key(|(_, b)| {
+                let live = is_live(b.last_seen, now, timeout);
+                // Among live BNs the lowest slot goes first: it is the one selection would
+                // pick last.
+                (live, live.then_some(b.slot), b.last_seen, b.arrival)
+            })?;
+        // Ties keep the BN already tracked, as selection does.
+        let outranked = !is_live(victim.last_seen, now, timeout) || slot > victim.slot;
+        if !outranked {
+            return None;
         }
-        // Unreachable: a full table of more than one BN has one that is not the best.
-        self.beacons.push(entry);
-        self.beacons.len() - 1
+        self.next_arrival = self.next_arrival.wrapping_add(1);
+        *victim = entry;
+        Some(index)
     }
 
     /// Applies the selection rules as of `now` and records the switch, if any.
@@ -787,33 +811,97 @@ mod tests {
         assert_eq!(switch.and_then(|s| s.to), end("first", Some(WALL - 1)));
     }
 
-    #[test]
-    fn full_table_new_beacon_evicts_least_recent_non_best() {
-        let t0 = Instant::now();
+    /// The best (seen first) and `MAX_BEACONS - 1` others `bn-1`… seen a millisecond apart, all
+    /// at `slot` except the best at `WALL`.
+    fn full_table(t0: Instant, slot: Option<u64>) -> BeaconTracker {
         let mut t = tracker();
-        // The best is the least recently seen of all, yet must survive eviction.
         t.observe("best", Some(WALL), t0, WALL);
         for i in 1..MAX_BEACONS {
             let now = t0 + Duration::from_millis(i as u64);
-            t.observe(&format!("bn-{i}"), Some(WALL - 1), now, WALL);
+            t.observe(&format!("bn-{i}"), slot, now, WALL);
         }
         assert_eq!(t.beacons().count(), MAX_BEACONS);
-        let now = t0 + SECOND;
-        let (_, switch) = t.observe("newcomer", Some(WALL - 1), now, WALL);
+        t
+    }
+
+    fn ids(t: &BeaconTracker) -> Vec<&str> {
+        t.beacons().map(|v| v.id).collect()
+    }
+
+    #[test]
+    fn full_table_expired_beacons_make_room_stalest_first() {
+        let t0 = Instant::now();
+        let mut t = full_table(t0, Some(WALL - 1));
+        // The best is kept alive; the others expire.
+        let later = t0 + DEFAULT_BEACON_TIMEOUT + SECOND;
+        t.observe("best", Some(WALL), later, WALL);
+        let (_, switch) = t.observe("newcomer", None, later, WALL);
         assert_eq!(switch, None);
         assert_eq!(t.beacons().count(), MAX_BEACONS);
         assert_eq!(t.best(), Some("best"));
-        let ids: Vec<&str> = t.beacons().map(|v| v.id).collect();
+        assert!(!ids(&t).contains(&"bn-1"), "the stalest expired BN goes");
+        assert!(ids(&t).contains(&"bn-2") && ids(&t).contains(&"newcomer"));
+        // The evicted BN comes back as a new entry, evicting the next stalest.
+        t.observe("bn-1", None, later, WALL);
+        assert!(ids(&t).contains(&"bn-1") && !ids(&t).contains(&"bn-2"));
+        assert_eq!(t.untracked(), 0);
+    }
+
+    /// Issue 11, item 6: 5,000 new names in a burst (a flood of paths without JWT) must not
+    /// evict the followed BN nor any live BN with a slot.
+    #[test]
+    fn full_table_flood_of_slotless_newcomers_evicts_no_live_beacon() {
+        let t0 = Instant::now();
+        let mut t = full_table(t0, Some(WALL - 1));
+        let before = ids(&t).into_iter().map(str::to_owned).collect::<Vec<_>>();
+        for i in 0..5000u64 {
+            let now = t0 + SECOND + Duration::from_micros(i * 80);
+            let (_, switch) = t.observe(&format!("flood-{i}"), None, now, WALL);
+            assert_eq!(switch, None);
+        }
+        assert_eq!(ids(&t), before, "every live BN is still tracked");
+        assert_eq!(t.best(), Some("best"));
+        assert_eq!(t.untracked(), 5000);
+        // Nor may newcomers that only tie a live BN's slot push it out.
+        t.observe("tie", Some(WALL - 1), t0 + 2 * SECOND, WALL);
+        assert_eq!(ids(&t), before);
+        assert_eq!(t.untracked(), 5001);
+    }
+
+    #[test]
+    fn full_table_newcomer_with_slot_evicts_the_stalest_slotless_beacon() {
+        let t0 = Instant::now();
+        let mut t = full_table(t0, None);
+        t.observe("real", Some(WALL), t0 + SECOND, WALL);
         assert!(
-            !ids.contains(&"bn-1"),
-            "the least recently seen non-best goes"
+            ids(&t).contains(&"real"),
+            "a slot outranks live BNs without one"
         );
-        assert!(ids.contains(&"bn-2"));
-        assert!(ids.contains(&"newcomer"));
-        // The evicted BN comes back as a new entry, evicting the next oldest.
-        t.observe("bn-1", None, now, WALL);
-        let ids: Vec<&str> = t.beacons().map(|v| v.id).collect();
-        assert!(ids.contains(&"bn-1") && !ids.contains(&"bn-2"));
+        assert!(!ids(&t).contains(&"bn-1"), "the stalest slotless BN went");
+        assert_eq!(t.untracked(), 0);
+    }
+
+    #[test]
+    fn full_table_newcomer_evicts_only_a_live_beacon_it_outranks() {
+        let t0 = Instant::now();
+        let mut t = full_table(t0, Some(WALL - 3));
+        // bn-1 is the stalest but no longer the lowest; bn-2 is both among the rest.
+        t.observe("bn-1", Some(WALL - 2), t0 + SECOND, WALL);
+        t.observe("lower", Some(WALL - 4), t0 + SECOND, WALL);
+        t.observe("equal", Some(WALL - 3), t0 + SECOND, WALL);
+        assert!(!ids(&t).contains(&"lower"), "ranks below every live BN");
+        assert!(
+            !ids(&t).contains(&"equal"),
+            "ties keep the BN tracked first"
+        );
+        assert_eq!(t.untracked(), 2);
+        t.observe("higher", Some(WALL - 2), t0 + SECOND, WALL);
+        assert!(ids(&t).contains(&"higher"));
+        assert!(
+            !ids(&t).contains(&"bn-2"),
+            "the stalest of the lowest live BNs went"
+        );
+        assert!(ids(&t).contains(&"bn-1"));
         assert_eq!(t.best(), Some("best"));
     }
 

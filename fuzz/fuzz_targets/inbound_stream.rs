@@ -13,7 +13,14 @@
 //! `pending_answers()` stays within `MAX_PIPELINED_REQUESTS` plus a small constant; a due timer
 //! always ends the connection and an early one changes nothing; once `finished()`, the stream is
 //! neither read nor written; and a connection that ended cleanly has read every complete request
-//! in the stream and answered all of them.
+//! in the stream and answered all of them. With a JWT secret (bit 1 of the script's first
+//! byte), a request that needs a token and has no valid one is handed on refused at its head,
+//! with no body beyond what came with the head, no `100 Continue`, and nothing read after it.
+//! The answer budget is this connection's own unsent bytes (as if it were the only one), so
+//! backpressure on it is exercised, and the final delivery must still read everything.
+//! With bit 2 set the connection is one accepted over `--max-connections`: it never hands a
+//! request on, writes at most one answer (`503`, or the error its head deserves) and closes by
+//! `REFUSAL_HEAD_WAIT`.
 //!
 //! Input layout (so seeds can be written by hand): byte 0 is the length `n` of the script, bytes
 //! `1..=n` are the script (decoded with `arbitrary` into a setup and operations), and the rest is
@@ -38,7 +45,12 @@ use sync_proxy::http::body::BodyReader;
 use sync_proxy::http::head::{
     Framing, HeadError, RequestHead, RequestMethod, Version, parse_request_head,
 };
-use sync_proxy::inbound::{CloseReason, Inbound, Limits, MAX_PIPELINED_REQUESTS, ParsedRequest};
+use sync_proxy::inbound::{
+    Auth, CloseReason, Inbound, Limits, MAX_PIPELINED_REQUESTS, ParsedRequest, REFUSAL_HEAD_WAIT,
+    ReadContext,
+};
+use sync_proxy::jwt::{self, Secret};
+use sync_proxy::time::Clock;
 
 /// Slots beyond `MAX_PIPELINED_REQUESTS` a connection may hold: a `100 Continue` and the error
 /// answer that ends the connection.
@@ -56,6 +68,10 @@ const PAD_UNIT_BYTES: usize = 16;
 const STATUSES: [u16; 6] = [200, 400, 404, 413, 502, 504];
 /// Prefix of every answer body the script gives; error answers of `Inbound` never start so.
 const ANSWER_PREFIX: &[u8] = b"{\"seq\":";
+/// The `--jwt-secret` of the runs that check tokens (seeds can carry tokens signed with it).
+const SECRET_HEX: &str = "7365637265742d6b65792d666f722d73796e632d70726f78792d74657374732e";
+/// The wall clock of every run, in Unix seconds: tokens with `iat` within 60 s of it are fresh.
+const UNIX_SECS: u64 = 1_700_000_000;
 
 /// Limits the fuzzer can cross with its input sizes; the script's first byte picks them (odd:
 /// `Tiny`).
@@ -69,9 +85,10 @@ enum LimitSet {
 
 impl LimitSet {
     fn limits(self) -> Limits {
-        let (max_head_bytes, max_body_bytes) = match self {
-            LimitSet::Small => (1024, 64 * 1024),
-            LimitSet::Tiny => (128, 64),
+        // The answer budget is within reach of the script's padded answers (up to 4 KiB each).
+        let (max_head_bytes, max_body_bytes, max_unsent_answer_bytes) = match self {
+            LimitSet::Small => (1024, 64 * 1024, 16 * 1024),
+            LimitSet::Tiny => (128, 64, 256),
         };
         Limits {
             max_head_bytes,
@@ -79,6 +96,7 @@ impl LimitSet {
             header_timeout: Duration::from_millis(1_000),
             body_timeout: Duration::from_millis(2_000),
             idle_timeout: Duration::from_millis(5_000),
+            max_unsent_answer_bytes,
         }
     }
 }
@@ -214,7 +232,7 @@ impl Write for Peer {
 
 /// What an independent reading of the whole stream finds.
 struct Expected {
-    requests: Vec<(RequestHead, Vec<u8>)>,
+    requests: Vec<ExpectedRequest>,
     /// The stream's requests end in an error answered with this status.
     reject_status: Option<u16>,
     /// A head that is both malformed and longer than the limit is refused as too large (431)
@@ -222,10 +240,20 @@ struct Expected {
     alternative_reject_status: Option<u16>,
 }
 
+/// A complete request of the stream.
+struct ExpectedRequest {
+    head: RequestHead,
+    body: Vec<u8>,
+    /// Refused for want of a valid token: handed on at its head, its body read only if it came
+    /// with the head (which depends on where reads ended).
+    refused: bool,
+}
+
 /// One run: the connection, its peer, the clock and what has been seen.
 struct Run {
     conn: Inbound<Peer>,
     limits: Limits,
+    secret: Option<Secret>,
     t0: Instant,
     elapsed: Duration,
     expected: Expected,
@@ -233,6 +261,8 @@ struct Run {
     stream_len: usize,
     /// Requests read, by seq.
     requests: Vec<RequestHead>,
+    /// Whether each request read was refused for want of a token, by seq.
+    refused: Vec<bool>,
     /// Seqs read and not answered yet, in order.
     unanswered: Vec<u64>,
     /// Answers given: (status, body) by seq.
@@ -254,19 +284,22 @@ fuzz_target!(|data: &[u8]| {
     let script_len = usize::from(script_len).min(rest.len());
     let (script, stream) = rest.split_at(script_len);
     let mut u = Unstructured::new(script);
-    let limit_set = match bool::arbitrary(&mut u) {
-        Ok(true) => LimitSet::Tiny,
+    let setup = u8::arbitrary(&mut u).unwrap_or(0);
+    let limit_set = match setup & 1 {
+        1 => LimitSet::Tiny,
         _ => LimitSet::Small,
     };
+    let secret = (setup & 2 != 0).then(|| Secret::from_hex(SECRET_HEX).expect("valid secret"));
 
     let trace = std::env::var_os("INBOUND_STREAM_TRACE").is_some();
     if trace {
         eprintln!(
-            "limits {limit_set:?}, stream {:?}",
+            "limits {limit_set:?}, secret {}, stream {:?}",
+            secret.is_some(),
             String::from_utf8_lossy(stream)
         );
     }
-    let mut run = Run::new(limit_set.limits(), stream);
+    let mut run = Run::new(limit_set.limits(), secret, setup & 4 != 0, stream);
     while !u.is_empty() {
         let Ok(op) = Op::arbitrary(&mut u) else {
             break;
@@ -291,7 +324,7 @@ fuzz_target!(|data: &[u8]| {
 });
 
 impl Run {
-    fn new(limits: Limits, stream: &[u8]) -> Run {
+    fn new(limits: Limits, secret: Option<Secret>, refusing: bool, stream: &[u8]) -> Run {
         let peer = Peer {
             stream: stream.to_vec(),
             sent: 0,
@@ -310,13 +343,19 @@ impl Run {
         let t0 = Instant::now();
         let peer_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 40_000));
         Run {
-            conn: Inbound::new(peer, peer_addr, 1, limits, t0),
+            conn: if refusing {
+                Inbound::refusing(peer, peer_addr, 1, limits, t0)
+            } else {
+                Inbound::new(peer, peer_addr, 1, limits, t0)
+            },
             limits,
+            expected: expected(stream, limits, secret.as_ref()),
+            secret,
             t0,
             elapsed: Duration::ZERO,
-            expected: expected(stream, limits),
             stream_len: stream.len(),
             requests: Vec::new(),
+            refused: Vec::new(),
             unanswered: Vec::new(),
             answers: BTreeMap::new(),
             requests_at_stop: None,
@@ -478,8 +517,17 @@ impl Run {
         for _ in 0..MAX_SERVICE_ROUNDS {
             let now = self.now();
             let mut parsed = Vec::new();
+            let context = ReadContext {
+                clock: Clock {
+                    now,
+                    unix_secs: UNIX_SECS,
+                },
+                jwt_secret: self.secret.as_ref(),
+                // As if this were the only connection: its own debt is the total.
+                unsent_answer_bytes: self.conn.unsent_answer_bytes(),
+            };
             // The event loop skips finished connections; calling anyway checks they stay quiet.
-            self.conn.read_requests(now, &mut parsed);
+            self.conn.read_requests(context, &mut parsed);
             let progressed = !parsed.is_empty();
             for request in parsed {
                 self.on_request(request);
@@ -493,6 +541,11 @@ impl Run {
     }
 
     fn on_request(&mut self, request: ParsedRequest) {
+        assert!(
+            !self.conn.is_refusing(),
+            "a connection over --max-connections handed on {:?}",
+            request.head
+        );
         let seq = request.seq;
         assert_eq!(seq, self.requests.len() as u64, "requests out of sequence");
         assert!(request.head.head_bytes <= self.limits.max_head_bytes);
@@ -504,11 +557,32 @@ impl Run {
                 "request {seq} read after stop_reading() (at {at_stop} requests)"
             );
         }
-        let Some((head, body)) = self.expected.requests.get(self.requests.len()) else {
+        let Some(expected) = self.expected.requests.get(self.requests.len()) else {
             panic!("request {seq} not in the stream: {:?}", request.head);
         };
-        assert_eq!(&request.head, head, "request {seq} head");
-        assert_eq!(&request.body, body, "request {seq} body");
+        assert_eq!(request.head, expected.head, "request {seq} head");
+        let refused = matches!(request.auth, Auth::Refused(_));
+        assert_eq!(
+            refused, expected.refused,
+            "request {seq}: {:?}",
+            request.auth
+        );
+        if refused {
+            assert!(
+                request.body.is_empty() || request.body == expected.body,
+                "refused request {seq}: a body beyond what came with its head"
+            );
+        } else {
+            assert_eq!(request.body, expected.body, "request {seq} body");
+        }
+        if self.secret.is_none() {
+            assert_eq!(
+                request.auth,
+                Auth::Open,
+                "request {seq}: no secret, no check"
+            );
+        }
+        self.refused.push(refused);
         self.requests.push(request.head);
         self.unanswered.push(seq);
     }
@@ -583,6 +657,10 @@ impl Run {
         let finished = self.conn.finished();
         let written = std::mem::take(&mut self.peer().written);
         let responses = parse_responses(&written, &self.requests);
+        if self.conn.is_refusing() {
+            self.check_end_refusing(finished, &responses);
+            return;
+        }
 
         let mut next_seq = 0;
         let mut continues = 0;
@@ -635,7 +713,13 @@ impl Run {
                 );
             }
         }
-        let expect_continues = self.requests.iter().filter(|h| h.expect_continue).count();
+        // A request refused for want of a token is never invited to send its body.
+        let expect_continues = self
+            .requests
+            .iter()
+            .zip(&self.refused)
+            .filter(|(h, refused)| h.expect_continue && !**refused)
+            .count();
         assert!(
             continues <= expect_continues + 1,
             "{continues} 100 Continue"
@@ -687,6 +771,38 @@ impl Run {
     }
 }
 
+impl Run {
+    /// A connection over `--max-connections`: one error answer at most, then closed; never
+    /// open past `REFUSAL_HEAD_WAIT`.
+    fn check_end_refusing(&mut self, finished: Option<CloseReason>, responses: &Responses) {
+        assert!(responses.complete.len() <= 1, "more than one answer");
+        if let Some(answer) = responses.complete.first() {
+            assert!(answer.close, "the refusal closes the connection");
+            let head_error = self
+                .expected
+                .reject_status
+                .filter(|_| self.expected.requests.is_empty());
+            assert!(
+                answer.status == 503
+                    || Some(answer.status) == head_error
+                    || Some(answer.status) == self.expected.alternative_reject_status,
+                "refusal status {}",
+                answer.status
+            );
+        }
+        match finished {
+            Some(_) => {}
+            None => {
+                let deadline = self
+                    .conn
+                    .deadline()
+                    .expect("a refusing connection has a deadline");
+                assert!(deadline <= self.t0 + REFUSAL_HEAD_WAIT);
+            }
+        }
+    }
+}
+
 fn answer_body(seq: u64, pad: usize) -> Vec<u8> {
     let mut body = format!("{{\"seq\":{seq},\"pad\":\"").into_bytes();
     body.resize(body.len() + pad * PAD_UNIT_BYTES, b'x');
@@ -695,7 +811,7 @@ fn answer_body(seq: u64, pad: usize) -> Vec<u8> {
 }
 
 /// Reads the stream independently: each complete request, and the error that ends them, if any.
-fn expected(stream: &[u8], limits: Limits) -> Expected {
+fn expected(stream: &[u8], limits: Limits, secret: Option<&Secret>) -> Expected {
     let mut requests = Vec::new();
     let mut rest = stream;
     let mut alternative_reject_status = None;
@@ -717,6 +833,31 @@ fn expected(stream: &[u8], limits: Limits) -> Expected {
             }
         };
         rest = &rest[head.head_bytes..];
+        // With a secret, every request needs a token but a body-less GET or HEAD, and one
+        // without a valid one ends the connection's reading at its head.
+        let needs_token = !(matches!(head.method, RequestMethod::Get | RequestMethod::Head)
+            && head.framing == Framing::Empty);
+        if let Some(secret) = secret
+            && needs_token
+            && jwt::verify(head.authorization.as_deref(), secret, UNIX_SECS).is_err()
+        {
+            let body = match head.framing {
+                Framing::Length(n) if n <= limits.max_body_bytes as u64 => {
+                    rest.get(..n as usize).unwrap_or_default().to_vec()
+                }
+                _ => Vec::new(),
+            };
+            let head = RequestHead {
+                keep_alive: false,
+                ..head
+            };
+            requests.push(ExpectedRequest {
+                head,
+                body,
+                refused: true,
+            });
+            break None;
+        }
         if let Framing::Length(n) = head.framing
             && n > limits.max_body_bytes as u64
         {
@@ -730,7 +871,11 @@ fn expected(stream: &[u8], limits: Limits) -> Expected {
             Err(error) => break Some(error.status()),
         }
         let keep_alive = head.keep_alive;
-        requests.push((head, body));
+        requests.push(ExpectedRequest {
+            head,
+            body,
+            refused: false,
+        });
         if !keep_alive {
             break None;
         }

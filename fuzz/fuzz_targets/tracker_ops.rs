@@ -2,7 +2,9 @@
 //! fork-choice lookups and clock ticks on a fake, advancing clock, and checks after every step
 //! that the selection is sound: the best is a live tracked BN or none (and none only when no BN
 //! is live), no live BN is ahead of it by more than the margin, the lag rule is satisfied,
-//! slots are never beyond the wall clock + 1, and both tables stay bounded.
+//! slots are never beyond the wall clock + 1, and both tables stay bounded. Eviction from a full
+//! table is checked too: the best is never evicted, a live BN only by a newcomer with a higher
+//! slot, and a newcomer is left untracked only when every other BN is live and ranks as high.
 //!
 //! It does not check log text or exact switch reasons; the unit tests pin those.
 
@@ -14,7 +16,8 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 
 use sync_proxy::tracker::{
-    BeaconTracker, BlockSlots, MAX_BEACONS, MAX_BLOCKS, SlotClaim, Switch, TrackerConfig,
+    BeaconTracker, BeaconView, BlockSlots, MAX_BEACONS, MAX_BLOCKS, SlotClaim, Switch,
+    TrackerConfig,
 };
 
 const SECONDS_PER_SLOT: u64 = 12;
@@ -98,23 +101,76 @@ impl Run {
     fn observe(&mut self, beacon: u8, slot: Option<u64>) {
         let (now, wall) = (self.now(), self.wall_slot());
         let id = self.names[usize::from(beacon)].clone();
+        let before: Vec<Tracked> = self.tracker.beacons().map(|v| tracked(&v, now)).collect();
+        let untracked_before = self.tracker.untracked();
         let (claim, switch) = self.tracker.observe(&id, slot, now, wall);
-        match (claim, slot) {
-            (SlotClaim::None, None) => {}
+        let believed = match (claim, slot) {
+            (SlotClaim::None, None) => None,
             (SlotClaim::Accepted, Some(s)) => {
                 assert!(s <= wall.saturating_add(1));
-                let view = self.tracker.beacons().find(|v| v.id == id);
-                let view = view.expect("a BN just observed is tracked");
-                assert!(view.slot >= Some(s), "the head slot is the highest seen");
+                Some(s)
             }
             (SlotClaim::Ignored { claimed, wall_slot }, Some(s)) => {
                 assert_eq!((claimed, wall_slot), (s, wall));
                 assert!(s > wall.saturating_add(1));
+                None
             }
             (claim, slot) => panic!("claim {claim:?} for slot {slot:?}"),
-        }
+        };
         self.record(switch);
-        assert!(self.tracker.beacons().any(|v| v.id == id));
+        self.check_eviction(&id, believed, &before, untracked_before);
+    }
+
+    /// A newcomer takes the place of a BN that could never be chosen over it, or stays out.
+    fn check_eviction(
+        &self,
+        id: &str,
+        believed: Option<u64>,
+        before: &[Tracked],
+        untracked_before: u64,
+    ) {
+        let after: Vec<&str> = self.tracker.beacons().map(|v| v.id).collect();
+        let was_tracked = before.iter().any(|b| b.id == id);
+        let Some(view) = self.tracker.beacons().find(|v| v.id == id) else {
+            assert!(
+                !was_tracked,
+                "a tracked BN is never dropped by its own request"
+            );
+            assert_eq!(
+                before.len(),
+                MAX_BEACONS,
+                "room was left, yet {id} is untracked"
+            );
+            assert_eq!(self.tracker.untracked(), untracked_before + 1);
+            for b in before.iter().filter(|b| !b.best) {
+                assert!(b.live, "{} is not live, yet was kept over {id}", b.id);
+                assert!(
+                    b.slot >= believed,
+                    "{} ranks below {id}, yet was kept",
+                    b.id
+                );
+            }
+            return;
+        };
+        assert!(view.slot >= believed, "the head slot is the highest seen");
+        assert_eq!(self.tracker.untracked(), untracked_before);
+        let evicted: Vec<&Tracked> = before
+            .iter()
+            .filter(|b| !after.contains(&b.id.as_str()))
+            .collect();
+        assert!(
+            evicted.len() <= usize::from(!was_tracked),
+            "one BN at most makes room"
+        );
+        for b in evicted {
+            assert!(!b.best, "the followed BN {} was evicted", b.id);
+            assert!(
+                !b.live || b.slot < believed,
+                "live {} (slot {:?}) evicted by {id} (slot {believed:?})",
+                b.id,
+                b.slot
+            );
+        }
     }
 
     fn record(&mut self, switch: Option<Switch>) {
@@ -166,6 +222,23 @@ impl Run {
             let lagging = lag(best.slot) > config.max_lag_slots;
             assert!(!lagging || lag(v.slot) > config.max_lag_slots);
         }
+    }
+}
+
+/// A tracked BN as it stood before an operation.
+struct Tracked {
+    id: String,
+    live: bool,
+    slot: Option<u64>,
+    best: bool,
+}
+
+fn tracked(view: &BeaconView<'_>, now: Instant) -> Tracked {
+    Tracked {
+        id: view.id.to_owned(),
+        live: view.is_live(now),
+        slot: view.slot,
+        best: view.is_best,
     }
 }
 

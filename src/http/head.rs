@@ -114,6 +114,8 @@ pub enum HeadError {
     UnsupportedExpectation,
     /// A header the proxy reads is not valid text.
     NonTextHeader,
+    /// Two `Authorization` headers: which one is the credential would depend on the reader.
+    RepeatedAuthorization,
 }
 
 impl HeadError {
@@ -126,7 +128,8 @@ impl HeadError {
             HeadError::Malformed
             | HeadError::BadContentLength
             | HeadError::AmbiguousFraming
-            | HeadError::NonTextHeader => 400,
+            | HeadError::NonTextHeader
+            | HeadError::RepeatedAuthorization => 400,
         }
     }
 }
@@ -141,6 +144,7 @@ impl fmt::Display for HeadError {
             HeadError::UnsupportedTransferCoding => "unsupported Transfer-Encoding",
             HeadError::UnsupportedExpectation => "unsupported Expect",
             HeadError::NonTextHeader => "header value is not text",
+            HeadError::RepeatedAuthorization => "more than one Authorization header",
         })
     }
 }
@@ -295,6 +299,11 @@ impl Fields {
                     fields.expect_other = true;
                 }
             } else if name.eq_ignore_ascii_case("authorization") {
+                // A singleton field (RFC 9110 §11.6.2): a second one is refused, not chosen
+                // between, so no hop can read a different credential than we verified.
+                if fields.authorization.is_some() {
+                    return Err(HeadError::RepeatedAuthorization);
+                }
                 fields.authorization = Some(text(header.value)?.trim().into());
             } else if name.eq_ignore_ascii_case("x-forwarded-for") {
                 append_list(&mut fields.forwarded_for, text(header.value)?);
@@ -533,6 +542,17 @@ X-Real-IP: 10.0.0.9\r\nContent-Length: 42\r\n\r\n";
         let buf = b"GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\n\r\n";
         let head = parse_request_head(buf, MAX).unwrap().unwrap();
         assert_eq!(head.forwarded_for.as_deref(), Some("1.1.1.1, 2.2.2.2"));
+    }
+
+    #[test]
+    fn request_two_authorization_headers_are_refused() {
+        let buf = b"POST / HTTP/1.1\r\nAuthorization: Bearer a.b.c\r\nContent-Length: 0\r\n\
+authorization: Bearer d.e.f\r\n\r\n";
+        assert_eq!(
+            parse_request_head(buf, MAX),
+            Err(HeadError::RepeatedAuthorization)
+        );
+        assert_eq!(HeadError::RepeatedAuthorization.status(), 400);
     }
 
     #[test]

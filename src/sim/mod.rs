@@ -39,7 +39,7 @@ use crate::core::{Core, LinkId, Output};
 use crate::exchange::ReplyTo;
 use crate::execution_client::Health;
 use crate::http::head::{Framing, parse_request_head, parse_response_head};
-use crate::inbound::{Inbound, Limits};
+use crate::inbound::{Inbound, Limits, ReadContext};
 use crate::outbound::{Outbound, OutboundEvent, UpstreamError};
 use crate::time::Clock;
 
@@ -836,7 +836,12 @@ impl Sim {
         };
         conn.inbound.on_ready(true, true);
         let mut parsed = Vec::new();
-        conn.inbound.read_requests(now, &mut parsed);
+        let context = ReadContext {
+            clock,
+            jwt_secret: None,
+            unsent_answer_bytes: 0,
+        };
+        conn.inbound.read_requests(context, &mut parsed);
         let (peer, serial, bn) = (conn.inbound.peer, conn.inbound.serial, conn.bn);
         for request in parsed {
             let Some(id) = self.conns[key].unadmitted.pop_front() else {

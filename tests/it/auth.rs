@@ -1,15 +1,20 @@
 //! JWT: beacon nodes verified with `--jwt-secret`, each execution client sent a fresh token
 //! signed with its own secret.
 
-use std::time::Duration;
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::support::mock_el::MockEl;
 use crate::support::{
-    ProxyProcess, WAIT, bearer_line, get, new_payload, post_with, rpc, secret_file, secret_hex,
-    token, unix_now,
+    Client, ProxyProcess, WAIT, bearer_line, get, metric, new_payload, post_with, rpc, secret_file,
+    secret_hex, token, token_raw, unix_now,
 };
+
+/// The metric series of requests refused for want of a valid token.
+const UNAUTHORIZED: &str = "sync_proxy_refused_total{reason=\"unauthorized\"}";
 
 #[test]
 fn bad_tokens_are_401_with_the_request_id() {
@@ -82,6 +87,138 @@ fn bad_tokens_are_401_with_the_request_id() {
     );
     assert_eq!(answer.status, 200);
     assert_eq!(el.wait_for(1, WAIT).len(), 1);
+}
+
+/// Issue 11, item 8: input that different readers could take differently is refused, not
+/// resolved by taking the last one.
+#[test]
+fn ambiguous_credentials_are_refused() {
+    let el = MockEl::start("el-0");
+    let (secret, path) = secret_file("ambiguous", 0x12);
+    let proxy = ProxyProcess::start(&["--el", &el.url(), "--jwt-secret", &path]);
+    let now = unix_now();
+    let body = rpc(json!(7), "eth_chainId", json!([]));
+    let valid = bearer_line(&secret, now, None);
+    let twice = post_with(proxy.addr(), "/", &body, &format!("{valid}{valid}"));
+    assert_eq!(twice.status, 400, "two Authorization headers");
+    let hs256 = r#"{"alg":"HS256","typ":"JWT"}"#;
+    let repeated = token_raw(&secret, hs256, &format!(r#"{{"iat":{now},"iat":{now}}}"#));
+    let answer = post_with(
+        proxy.addr(),
+        "/",
+        &body,
+        &format!("Authorization: Bearer {repeated}\r\n"),
+    );
+    assert_eq!(answer.status, 401, "iat twice");
+    assert!(answer.text().contains("twice"), "{}", answer.text());
+    assert!(el.received().is_empty(), "nothing ambiguous was forwarded");
+}
+
+/// Issue 11, item 1: the token is checked when the head arrives, so a peer without the secret
+/// cannot make the proxy hold its body. Six connections each sending 64 MiB without a token:
+/// before, the proxy buffered all of it (384 MiB) before answering 401.
+#[test]
+fn bodies_without_a_token_are_never_read() {
+    const CONNECTIONS: usize = 6;
+    const BODY_MIB: usize = 64;
+    /// The runtime's own few MiB plus a read buffer per connection; far below one body.
+    const RSS_BOUND_MIB: u64 = 24;
+    let el = MockEl::start("el-0");
+    let (_, path) = secret_file("unread-bodies", 0x13);
+    let proxy = ProxyProcess::start(&["--el", &el.url(), "--jwt-secret", &path]);
+    let addr = proxy.addr();
+    let uploads: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+                stream.set_write_timeout(Some(WAIT)).unwrap();
+                let head = format!(
+                    "POST / HTTP/1.1\r\nHost: p\r\nContent-Length: {}\r\n\r\n",
+                    BODY_MIB << 20
+                );
+                stream.write_all(head.as_bytes()).unwrap();
+                let chunk = vec![b' '; 1 << 20];
+                // Stops at the first error: the proxy answers and closes after the head.
+                (0..BODY_MIB)
+                    .take_while(|_| stream.write_all(&chunk).is_ok())
+                    .count()
+            })
+        })
+        .collect();
+    let sent: Vec<usize> = uploads.into_iter().map(|u| u.join().unwrap()).collect();
+    proxy.assert_peak_rss_below(
+        RSS_BOUND_MIB,
+        &format!("{CONNECTIONS} x {BODY_MIB} MiB without a token (MiB sent: {sent:?})"),
+    );
+    assert!(el.received().is_empty());
+    assert_eq!(metric(proxy.addr(), UNAUTHORIZED), Some(CONNECTIONS as u64));
+}
+
+/// `Expect: 100-continue` without a token: the client is told 401 at once, never invited to
+/// send the body.
+#[test]
+fn expect_continue_without_a_token_gets_401_and_no_interim_answer() {
+    let el = MockEl::start("el-0");
+    let (_, path) = secret_file("no-continue", 0x14);
+    let proxy = ProxyProcess::start(&["--el", &el.url(), "--jwt-secret", &path]);
+    let mut client = Client::connect(proxy.addr());
+    client.send(
+        b"POST / HTTP/1.1\r\nHost: p\r\nExpect: 100-continue\r\nContent-Length: 1000000\r\n\r\n",
+    );
+    let answer = client.read_response();
+    assert_eq!(
+        answer.status, 401,
+        "the first answer is the refusal, not 100"
+    );
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert_eq!(answer.json()["id"], Value::Null, "the body was not read");
+    assert!(
+        answer.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unauthorized"))
+    );
+    assert!(client.is_closed());
+}
+
+/// Issue 11, item 3: a flood without a token wrote a WARN line per request (66,686 in 10 s).
+/// The first refusal per peer is logged, then one summary per 10 s; the metric counts all.
+#[test]
+fn refusal_flood_logs_a_bounded_number_of_lines() {
+    const FLOOD: u64 = 1000;
+    let el = MockEl::start("el-0");
+    let (_, path) = secret_file("flood", 0x15);
+    let proxy = ProxyProcess::start(&["--el", &el.url(), "--jwt-secret", &path]);
+    let started = Instant::now();
+    let body = rpc(json!(1), "eth_chainId", json!([]));
+    for _ in 0..FLOOD {
+        // Each refusal closes its connection.
+        assert_eq!(post_with(proxy.addr(), "/", &body, "").status, 401);
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(
+        metric(proxy.addr(), UNAUTHORIZED),
+        Some(FLOOD),
+        "the metric counts every refusal"
+    );
+    assert!(proxy.wait_log("refused request from", WAIT).is_some());
+    let lines = proxy
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("refused request from") || l.contains("unauthorized: "))
+        .count() as u64;
+    // The first line, then at most one summary per 10 s interval begun during the flood.
+    let allowed = 2 + elapsed.as_secs() / 10;
+    eprintln!("{FLOOD} refusals in {elapsed:?}: {lines} log lines");
+    assert!(lines <= allowed, "{lines} log lines for {FLOOD} refusals");
+    // The interval's end reports the rest, by the loop's own timer (nothing else happens).
+    let summary = proxy
+        .wait_log("unauthorized: ", Duration::from_secs(10) + WAIT)
+        .expect("a summary line at the end of the interval");
+    assert!(
+        summary.contains(&format!("unauthorized: {} more from 127.0.0.1", FLOOD - 1))
+            || elapsed > Duration::from_secs(10),
+        "{summary}"
+    );
 }
 
 #[test]

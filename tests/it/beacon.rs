@@ -4,7 +4,8 @@ use serde_json::{Value, json};
 
 use crate::support::mock_el::MockEl;
 use crate::support::{
-    Client, ProxyProcess, WAIT, forkchoice, get, new_payload, post, post_with, rpc, unix_now,
+    Client, ProxyProcess, WAIT, forkchoice, get, metric, new_payload, post, post_with, rpc,
+    unix_now,
 };
 
 /// Mainnet slot of a Unix time.
@@ -256,7 +257,9 @@ fn forwarded_for_names_the_beacon_only_from_trusted_peers() {
         "X-Forwarded-For: 203.0.113.7, 10.0.0.1\r\n",
     );
     let status = get(trusting.addr(), "/status").json();
-    assert!(beacon(&status, "203.0.113.7").is_some(), "{status}");
+    // The right-most entry is the address the trusted proxy saw; the left one a mere claim.
+    assert!(beacon(&status, "10.0.0.1").is_some(), "{status}");
+    assert!(beacon(&status, "203.0.113.7").is_none(), "{status}");
     let distrusting = ProxyProcess::start(&["--el", &el.url(), "--trusted-proxy", "none"]);
     post_with(
         distrusting.addr(),
@@ -267,6 +270,33 @@ fn forwarded_for_names_the_beacon_only_from_trusted_peers() {
     let status = get(distrusting.addr(), "/status").json();
     assert!(beacon(&status, "127.0.0.1").is_some(), "{status}");
     assert!(beacon(&status, "203.0.113.7").is_none());
+}
+
+/// Without JWT an identity is a claim: a flood of new names (here request paths) must not push
+/// live beacon nodes out of the tracker, followed or not (issue 11, item 6).
+#[test]
+fn identity_flood_keeps_live_beacon_nodes_tracked() {
+    const FLOOD: usize = 500;
+    let el = MockEl::start("el-0");
+    let proxy = ProxyProcess::start(&["--el", &el.url()]);
+    let now = unix_now();
+    post_with(proxy.addr(), "/bn-real", &new_payload(1, 0xe1, now), "");
+    post_with(proxy.addr(), "/bn-other", &new_payload(2, 0xe2, now), "");
+    let mut flood = Client::connect(proxy.addr());
+    for i in 0..FLOOD {
+        let body = rpc(json!(i), "eth_chainId", json!([]));
+        flood.post(&format!("/flood-{i}"), &body, "");
+        assert_eq!(flood.read_response().status, 200);
+    }
+    let status = get(proxy.addr(), "/status").json();
+    assert_eq!(status["followed_beacon"], "bn-real", "{status}");
+    assert!(beacon(&status, "bn-other").is_some(), "{status}");
+    assert_eq!(status["beacons"].as_array().map(Vec::len), Some(64));
+    // The table had room for 62 newcomers; the rest were counted, not tracked.
+    assert_eq!(
+        metric(proxy.addr(), "sync_proxy_beacon_untracked_total"),
+        Some(FLOOD as u64 - 62)
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::support::mock_el::MockEl;
-use crate::support::{ProxyProcess, WAIT, get, new_payload, post_with, unix_now};
+use crate::support::{ProxyProcess, WAIT, beacon_ids, get, new_payload, post_with, unix_now};
 
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -27,13 +27,7 @@ fn chained_proxy_gets_every_request_with_the_beacon_identity() {
         1,
         "the far execution client was driven through the chain"
     );
-    let status = get(far.addr(), "/status").json();
-    let beacons: Vec<&str> = status["beacons"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|b| b["id"].as_str())
-        .collect();
+    let beacons = beacon_ids(&get(far.addr(), "/status").json());
     assert_eq!(
         beacons,
         ["bn-2"],

@@ -6,14 +6,22 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::support::mock_el::{Behavior, MockEl};
-use crate::support::{Client, Nginx, ProxyProcess, WAIT, forkchoice, get, new_payload, unix_now};
+use crate::support::{
+    Client, Nginx, ProxyProcess, WAIT, beacon_ids, forkchoice, get, new_payload, unix_now,
+};
 
 /// The README's server block, with the test's addresses.
 fn mirror_server(local_el: &str, sync_proxy: &str) -> String {
+    mirror_server_forwarding(local_el, sync_proxy, "$remote_addr")
+}
+
+/// The README's server block with `X-Forwarded-For` set to `forwarded_for` (the README uses
+/// `$remote_addr`; the original deployment appended with `$proxy_add_x_forwarded_for`).
+fn mirror_server_forwarding(local_el: &str, sync_proxy: &str, forwarded_for: &str) -> String {
     format!(
         "listen {{listen}};
         proxy_set_header X-Real-IP $remote_addr;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-For {forwarded_for};
         location / {{
             mirror /sync_proxy_1;
             proxy_pass http://{local_el};
@@ -89,4 +97,43 @@ fn nginx_mirror_drives_the_proxys_execution_clients() {
         !errors.contains("timed out") && !errors.contains("[error]"),
         "{errors}"
     );
+}
+
+/// A client of nginx claims to be 10.66.66.66 in `X-Forwarded-For` (and `X-Real-IP`, which nginx
+/// replaces). Neither the README's recipe nor the original one that appends to the client's
+/// `X-Forwarded-For` may let that claim become the beacon node's identity.
+#[test]
+fn nginx_client_cannot_choose_its_identity_with_forwarded_for() {
+    let local_el = MockEl::start("local");
+    let driven = MockEl::start("driven");
+    let proxy = ProxyProcess::start(&["--el", &driven.url(), "--ack", "immediate"]);
+    let proxy_addr = proxy.addr().to_string();
+    let local_addr = local_el.addr().to_string();
+    for (tag, forwarded_for, block) in [
+        ("spoof-readme", "$remote_addr", 0x66),
+        ("spoof-append", "$proxy_add_x_forwarded_for", 0x67),
+    ] {
+        let nginx = Nginx::start(
+            tag,
+            &mirror_server_forwarding(&local_addr, &proxy_addr, forwarded_for),
+        );
+        let received = driven.received().len();
+        let mut client = Client::connect(nginx.addr);
+        client.post(
+            "/",
+            &new_payload(1, block, unix_now()),
+            "X-Forwarded-For: 10.66.66.66\r\nX-Real-IP: 10.66.66.66\r\n",
+        );
+        assert_eq!(client.read_response().status, 200, "{tag}");
+        assert!(
+            driven.wait_for(received + 1, WAIT).len() > received,
+            "{tag}: the mirrored request reached sync-proxy"
+        );
+        let ids = beacon_ids(&get(proxy.addr(), "/status").json());
+        assert_eq!(
+            ids,
+            ["127.0.0.1"],
+            "{tag}: the identity is the address nginx saw, not the client's claim"
+        );
+    }
 }

@@ -93,3 +93,39 @@ fn environment_and_go_flag_names_configure_the_proxy() {
         "two execution clients configured"
     );
 }
+
+/// Issue 11, item 8: a credential in an execution client's URL (user-info, or a key in the path)
+/// appears neither in the start-up log, `/status`, `/metrics`, nor a start-up error.
+#[test]
+fn execution_client_url_credentials_are_redacted() {
+    let el = MockEl::start("el-0");
+    let url = format!("{}/abc123secret?key=hunter2", el.url());
+    let proxy = ProxyProcess::start(&["--el", &url]);
+    let answer = post(proxy.addr(), &rpc(json!(1), "eth_chainId", json!([])));
+    assert_eq!(answer.json()["result"], "el-0");
+    let received = el.wait_for(1, WAIT);
+    assert!(
+        received[0]
+            .head
+            .starts_with("POST /abc123secret?key=hunter2 "),
+        "the execution client still gets its path: {}",
+        received[0].head
+    );
+    let shown = format!("{}/…redacted…", el.url());
+    let status = crate::support::get(proxy.addr(), "/status").text();
+    let metrics = crate::support::get(proxy.addr(), "/metrics").text();
+    let logs = proxy.logs().join("\n");
+    for (what, text) in [
+        ("/status", &status),
+        ("/metrics", &metrics),
+        ("logs", &logs),
+    ] {
+        assert!(
+            !text.contains("abc123secret") && !text.contains("hunter2"),
+            "{what}: {text}"
+        );
+        assert!(text.contains(&shown), "{what} names the client: {text}");
+    }
+    let line = start_failure(&["--el", "http://user:hunter2@127.0.0.1:1"]);
+    assert!(!line.contains("hunter2"), "{line}");
+}

@@ -126,6 +126,21 @@ impl ProxyProcess {
     }
 }
 
+impl ProxyProcess {
+    /// Prints the RSS and its peak after `what`, fails when the peak reached `bound_mib`, and
+    /// returns both in MiB.
+    pub fn assert_peak_rss_below(&self, bound_mib: u64, what: &str) -> (u64, u64) {
+        let (rss, peak) = self.rss_kib();
+        let (rss, peak) = (rss / 1024, peak / 1024);
+        eprintln!("RSS after {what}: {rss} MiB (peak {peak} MiB)");
+        assert!(
+            peak < bound_mib,
+            "peak RSS {peak} MiB after {what}, over the {bound_mib} MiB bound"
+        );
+        (rss, peak)
+    }
+}
+
 impl Drop for ProxyProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -308,6 +323,28 @@ pub fn get(addr: SocketAddr, path: &str) -> HttpResponse {
     client.read_response()
 }
 
+/// The ids of the beacon nodes a `/status` document lists.
+pub fn beacon_ids(status: &serde_json::Value) -> Vec<String> {
+    status["beacons"]
+        .as_array()
+        .map(|beacons| {
+            beacons
+                .iter()
+                .filter_map(|b| b["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The value of one series (name and labels exactly as exposed, e.g.
+/// `sync_proxy_refused_total{reason="unauthorized"}`) in the proxy's `/metrics`.
+pub fn metric(addr: SocketAddr, series: &str) -> Option<u64> {
+    get(addr, "/metrics").text().lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
+
 /// Waits until `check` holds, polling `/status` or anything cheap; bounded by `timeout`.
 pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -401,13 +438,18 @@ pub fn secret_hex(secret: &[u8; 32]) -> String {
 
 /// An HS256 token with this header and claims, signed independently of the proxy's code.
 pub fn token(secret: &[u8; 32], header: &serde_json::Value, claims: &serde_json::Value) -> String {
+    token_raw(secret, &header.to_string(), &claims.to_string())
+}
+
+/// An HS256 token over header and claims JSON written as text (e.g. with a member twice).
+pub fn token_raw(secret: &[u8; 32], header_json: &str, claims_json: &str) -> String {
     use base64::Engine as _;
     use hmac::{KeyInit, Mac};
     let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let signing_input = format!(
         "{}.{}",
-        engine.encode(serde_json::to_vec(header).unwrap()),
-        engine.encode(serde_json::to_vec(claims).unwrap())
+        engine.encode(header_json),
+        engine.encode(claims_json)
     );
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
     mac.update(signing_input.as_bytes());

@@ -119,6 +119,10 @@ pub struct Args {
     #[argh(option)]
     pub log_level: Option<String>,
 
+    /// log line layout: text (default) or json (one object per line, event fields as keys)
+    #[argh(option)]
+    pub log_format: Option<String>,
+
     #[argh(subcommand)]
     /// what to run instead of the proxy
     pub command: Option<Command>,
@@ -180,6 +184,7 @@ const ENV_FLAGS: &[EnvFlag] = &[
     repeated("--trusted-proxy", &["SYNC_PROXY_TRUSTED_PROXY"]),
     env("--jwt-secret", &["SYNC_PROXY_JWT_SECRET"]),
     env("--log-level", &["SYNC_PROXY_LOG_LEVEL", "LOG_LEVEL"]),
+    env("--log-format", &["SYNC_PROXY_LOG_FORMAT"]),
 ];
 
 /// The Go original's flag names (it accepted `-flag`, `--flag` and `-flag=value`) and ours.

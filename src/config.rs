@@ -14,6 +14,7 @@ use log::LevelFilter;
 use crate::cli::Args;
 use crate::identity::{self, Cidr};
 use crate::jwt::Secret;
+use crate::logger;
 use crate::network::{Chain, Network};
 use crate::tracker::TrackerConfig;
 
@@ -103,6 +104,8 @@ pub struct Config {
     pub jwt_secret: Option<Secret>,
     /// Log verbosity.
     pub log_level: LevelFilter,
+    /// Log line layout.
+    pub log_format: logger::Format,
     /// This process's name in `Via` headers (`sync-proxy-<random>`), to detect forwarding loops.
     pub instance: Box<str>,
 }
@@ -272,6 +275,12 @@ impl Config {
             log_level: match args.log_level.as_deref() {
                 None => LevelFilter::Info,
                 Some(level) => parse_level(level)?,
+            },
+            log_format: match args.log_format.as_deref() {
+                None => logger::Format::Text,
+                Some(format) => format
+                    .parse()
+                    .map_err(|reason| error("--log-format", format, &format!("{reason}")))?,
             },
             instance: instance_name(),
         })
@@ -678,6 +687,10 @@ mod tests {
                 "--log-level",
             ),
             (&["--el", "127.0.0.1:1", "--network", "goerly"], "--network"),
+            (
+                &["--el", "127.0.0.1:1", "--log-format", "logfmt"],
+                "--log-format",
+            ),
             (
                 &["--el", "127.0.0.1:1", "--genesis-time", "5"],
                 "--genesis-time",

@@ -18,6 +18,7 @@ pub mod http;
 pub mod identity;
 pub mod inbound;
 pub mod jwt;
+pub mod logger;
 pub mod metrics;
 pub mod net;
 pub mod network;

@@ -258,6 +258,12 @@ impl Metrics {
             "sync_proxy_answer_seconds_count {}",
             self.latency_count
         );
+        counter(
+            &mut out,
+            "sync_proxy_log_write_failures_total",
+            "Log lines dropped because stderr refused them (closed pipe, full disk).",
+            crate::logger::write_failures(),
+        );
         render_upstreams(&mut out, upstreams);
         render_beacons(&mut out, now, tracker);
         out

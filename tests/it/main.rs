@@ -10,6 +10,7 @@ mod failover;
 mod framing;
 mod keepalive;
 mod limits;
+mod logging;
 mod nginx;
 mod proxy;
 mod shutdown;

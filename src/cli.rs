@@ -76,7 +76,7 @@ pub struct Args {
     #[argh(option)]
     pub catch_up_max_bytes: Option<String>,
 
-    /// time allowed on SIGINT/SIGTERM to deliver what is queued, in s (default 5)
+    /// time allowed on SIGTERM/SIGINT/SIGQUIT to deliver what is queued, in s (default 5)
     #[argh(option)]
     pub shutdown_grace: Option<String>,
 

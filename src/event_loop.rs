@@ -17,7 +17,6 @@ use log::{debug, info, trace, warn};
 use mio::event::Event;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -32,6 +31,7 @@ use crate::metrics::Metrics;
 use crate::policy::{Router, UpstreamView};
 use crate::request::{ExchangeId, ExchangeMap};
 use crate::rpc::Hash32;
+use crate::signal::{self, Disposition};
 use crate::status;
 use crate::time::Clock;
 use crate::upstream::{Response, Upstream};
@@ -110,7 +110,7 @@ impl Proxy {
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let mut signals = Signals::new(signal::HANDLED)?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let upstreams: Vec<ExecutionClient> = config
@@ -269,6 +269,10 @@ impl Proxy {
     fn on_signal(&mut self, clock: Clock) {
         let received: Vec<i32> = self.signals.pending().collect();
         for signal in received {
+            if signal::disposition(signal) == Disposition::Ignore {
+                signal::log_ignored(signal);
+                continue;
+            }
             if self.shutdown_deadline.is_some() {
                 info!("second signal {signal}: exiting without draining");
                 self.shutdown_deadline = Some(clock.now);

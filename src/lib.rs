@@ -26,6 +26,7 @@ pub mod policy;
 pub mod recent;
 pub mod request;
 pub mod rpc;
+pub mod signal;
 pub mod status;
 pub mod time;
 pub mod tracker;

@@ -70,6 +70,8 @@ pub struct Config {
     pub ack: AckMode,
     /// Overrides every per-method timeout when set.
     pub request_timeout: Option<Duration>,
+    /// Overrides the timeout of requests to chained proxies when set.
+    pub proxy_request_timeout: Option<Duration>,
     /// TCP connect timeout to upstreams.
     pub connect_timeout: Duration,
     /// Largest request or answer body.
@@ -221,6 +223,11 @@ impl Config {
             request_timeout: optional(&args.request_timeout, "--request-timeout", |v| {
                 positive_duration("--request-timeout", v, Unit::Millis)
             })?,
+            proxy_request_timeout: optional(
+                &args.proxy_request_timeout,
+                "--proxy-request-timeout",
+                |v| positive_duration("--proxy-request-timeout", v, Unit::Millis),
+            )?,
             connect_timeout: duration_or(
                 &args.connect_timeout,
                 "--connect-timeout",
@@ -291,6 +298,15 @@ impl Config {
     pub fn timeout_for(&self, method: crate::engine::Method) -> Duration {
         self.request_timeout
             .unwrap_or_else(|| method.default_timeout())
+    }
+
+    /// How long one upstream of `kind` may take to answer `method`: for a chained proxy
+    /// `--proxy-request-timeout` when set, else as [`Config::timeout_for`].
+    pub fn leg_timeout(&self, kind: UpstreamKind, method: crate::engine::Method) -> Duration {
+        match (kind, self.proxy_request_timeout) {
+            (UpstreamKind::Proxy, Some(timeout)) => timeout,
+            _ => self.timeout_for(method),
+        }
     }
 
     /// The execution clients (not the chained proxies), in configured order.
@@ -737,6 +753,33 @@ mod tests {
             Duration::from_millis(8)
         );
         assert!(parse_duration("--x", "8h", Unit::Millis).is_err());
+    }
+
+    #[test]
+    fn proxy_request_timeout_applies_to_chained_proxies_only() {
+        let method = crate::engine::Method::Other;
+        let config = Config::from_args(&args(&[
+            "--el",
+            "127.0.0.1:1",
+            "--request-timeout",
+            "3000",
+            "--proxy-request-timeout",
+            "250",
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.leg_timeout(UpstreamKind::Proxy, method),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            config.leg_timeout(UpstreamKind::ExecutionClient, method),
+            Duration::from_secs(3)
+        );
+        let defaults = Config::from_args(&args(&["--el", "127.0.0.1:1"])).unwrap();
+        assert_eq!(
+            defaults.leg_timeout(UpstreamKind::Proxy, method),
+            defaults.timeout_for(method)
+        );
     }
 
     #[test]

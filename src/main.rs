@@ -13,8 +13,8 @@ use sync_proxy::logger;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let args = match cli::parse(&args, &|var| std::env::var(var).ok()) {
-        Ok(args) => args,
+    let (args, origins) = match cli::parse_with_origins(&args, &|var| std::env::var(var).ok()) {
+        Ok(parsed) => parsed,
         Err((message, code)) => {
             if code == 0 {
                 let _ = writeln!(io::stdout(), "{message}");
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
     let config = match Config::from_args(&args) {
         Ok(config) => config,
         Err(e) => {
-            let _ = writeln!(io::stderr(), "sync-proxy: {e}");
+            let _ = writeln!(io::stderr(), "sync-proxy: {}", origins.explain(&e));
             return ExitCode::from(2);
         }
     };

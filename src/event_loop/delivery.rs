@@ -118,7 +118,8 @@ impl Proxy {
         let timeout = if leg.probe {
             ExecutionClient::probe_timeout()
         } else {
-            self.config.timeout_for(leg.request.method)
+            self.config
+                .leg_timeout(upstream.config.kind, leg.request.method)
         };
         leg.attempts = leg.attempts.saturating_add(1);
         upstream.on_sent();

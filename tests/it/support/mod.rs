@@ -49,7 +49,12 @@ impl ProxyProcess {
 
     fn spawn(args: &[&str], env: &[(&str, &str)], close_after: Option<usize>) -> ProxyProcess {
         let mut all: Vec<&str> = Vec::new();
-        if !args.contains(&"--listen") && !args.contains(&"-addr") {
+        let listens = args.iter().any(|a| {
+            ["--listen", "-addr"]
+                .iter()
+                .any(|flag| a == flag || a.starts_with(&format!("{flag}=")))
+        });
+        if !listens {
             all.extend(["--listen", "127.0.0.1:0"]);
         }
         all.extend_from_slice(args);

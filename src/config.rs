@@ -33,6 +33,17 @@ pub enum AckMode {
     Majority,
 }
 
+impl AckMode {
+    /// The mode as `--ack` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AckMode::Primary => "primary",
+            AckMode::Immediate => "immediate",
+            AckMode::Majority => "majority",
+        }
+    }
+}
+
 /// What an upstream is: an execution client, or another sync-proxy fed fire-and-forget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpstreamKind {

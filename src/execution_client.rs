@@ -15,7 +15,7 @@ use crate::config::{UpstreamConfig, UpstreamKind};
 use crate::engine::{Lane, Method};
 use crate::http::write::request_head;
 use crate::jwt::Signer;
-use crate::request::{Leg, Request};
+use crate::request::{Leg, PROBE_BODY, Request};
 
 /// First reconnect delay after a failure; short, because a restarted execution client is back
 /// within seconds and every missed slot matters.
@@ -136,10 +136,6 @@ pub struct ExecutionClient {
     last_answer: Option<Instant>,
     probe_due: Option<Instant>,
 }
-
-/// The request body of a health probe: cheap, read-only, served by every execution client.
-const PROBE_BODY: &[u8] =
-    br#"{"jsonrpc":"2.0","id":"sync-proxy-probe","method":"eth_syncing","params":[]}"#;
 
 impl ExecutionClient {
     /// A new upstream, not yet connected; a probe is due at once.

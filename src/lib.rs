@@ -53,10 +53,10 @@ pub fn run(config: Config) -> io::Result<()> {
 
 fn log_startup(config: &Config, proxy: &Proxy) {
     info!(
-        "sync-proxy {} listening on {} (--ack {:?}, network {})",
+        "sync-proxy {} listening on {} (--ack {}, network {})",
         env!("CARGO_PKG_VERSION"),
         proxy.local_addr(),
-        config.ack,
+        config.ack.name(),
         config.chain_name
     );
     for (index, upstream) in config.upstreams.iter().enumerate() {

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::config::{AckMode, Config};
+use crate::config::Config;
 use crate::engine::Lane;
 use crate::execution_client::{ExecutionClient, Health};
 use crate::tracker::BeaconTracker;
@@ -35,11 +35,7 @@ pub fn render(
     let upstreams: Vec<Value> = upstreams.iter().map(|u| upstream(u, now)).collect();
     let document = json!({
         "listen": config.listen.to_string(),
-        "ack": match config.ack {
-            AckMode::Primary => "primary",
-            AckMode::Immediate => "immediate",
-            AckMode::Majority => "majority",
-        },
+        "ack": config.ack.name(),
         "network": &*config.chain_name,
         "inbound_auth": config.jwt_secret.is_some(),
         "shutting_down": shutting_down,

@@ -125,6 +125,10 @@ fn flags_written_with_equals_and_go_spellings_start_the_proxy() {
     );
     let first = proxy.logs().into_iter().next().unwrap_or_default();
     assert!(first.starts_with('{'), "-json gives JSON lines: {first}");
+    assert!(
+        first.contains("(--ack primary,"),
+        "the mode as the flag spells it: {first}"
+    );
     let help = Command::new(env!("CARGO_BIN_EXE_sync-proxy"))
         .arg("-help")
         .output()

@@ -141,7 +141,14 @@ pub struct Args {
 pub enum Command {
     /// Run the built-in demo.
     Demo(DemoArgs),
+    /// Print the version and build facts.
+    Version(VersionArgs),
 }
+
+/// Prints the version, git commit, target triple and build profile, and exits.
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand, name = "version")]
+pub struct VersionArgs {}
 
 /// Runs the real proxy on loopback with built-in execution clients and beacon nodes, printing
 /// each decision, and exits by itself.
@@ -214,8 +221,11 @@ const LEGACY_JSON_FLAG: &str = "json";
 /// Spellings of the help flag besides argh's own `--help` (Go's flag package takes these).
 const HELP_FLAGS: [&str; 2] = ["help", "h"];
 
+/// Spellings of the version flag; each runs the `version` subcommand.
+const VERSION_FLAGS: [&str; 3] = ["--version", "-version", "-V"];
+
 /// Subcommands: environment flags go before them, since flags after one belong to it.
-const SUBCOMMANDS: [&str; 1] = ["demo"];
+const SUBCOMMANDS: [&str; 2] = ["demo", "version"];
 
 /// Turns an environment variable's text into a flag's value.
 type Translate = fn(&str) -> String;
@@ -285,6 +295,14 @@ pub fn parse_with_origins(
     args: &[String],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Args, Origins), (String, i32)> {
+    // `--version` anywhere wins over everything else, as it does for most tools.
+    if args.iter().any(|a| VERSION_FLAGS.contains(&a.as_str())) {
+        let args = Args {
+            command: Some(Command::Version(VersionArgs {})),
+            ..Args::default()
+        };
+        return Ok((args, Origins::default()));
+    }
     let mut argv = translate(args);
     let origins = append_environment(&mut argv, env);
     let strs: Vec<&str> = argv.iter().map(String::as_str).collect();
@@ -646,6 +664,31 @@ mod tests {
     fn help_exits_0() {
         let (_, code) = parse(&strings(&["--help"]), &no_env).unwrap_err();
         assert_eq!(code, 0);
+    }
+
+    #[test]
+    fn version_flag_and_subcommand_parse() {
+        for list in [
+            &["--version"][..],
+            &["-V"],
+            &["-version"],
+            &["version"],
+            &["--el", "x:1", "--version"],
+        ] {
+            let args = parse(&strings(list), &no_env).unwrap();
+            assert_eq!(
+                args.command,
+                Some(Command::Version(VersionArgs {})),
+                "{list:?}"
+            );
+        }
+        let env = |var: &str| (var == "SYNC_PROXY_EL").then(|| "a:1".to_owned());
+        let args = parse(&strings(&["version"]), &env).unwrap();
+        assert_eq!(
+            args.el,
+            ["a:1"],
+            "environment flags go before the subcommand"
+        );
     }
 
     #[test]

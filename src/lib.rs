@@ -31,6 +31,7 @@ pub mod status;
 pub mod time;
 pub mod tracker;
 pub mod upstream;
+pub mod version;
 
 use std::io;
 
@@ -53,8 +54,9 @@ pub fn run(config: Config) -> io::Result<()> {
 
 fn log_startup(config: &Config, proxy: &Proxy) {
     info!(
-        "sync-proxy {} listening on {} (--ack {}, network {})",
-        env!("CARGO_PKG_VERSION"),
+        "sync-proxy {} ({}) listening on {} (--ack {}, network {})",
+        version::VERSION,
+        version::COMMIT,
         proxy.local_addr(),
         config.ack.name(),
         config.chain_name

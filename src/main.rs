@@ -25,6 +25,10 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(code).unwrap_or(2));
         }
     };
+    if let Some(Command::Version(_)) = &args.command {
+        let _ = writeln!(io::stdout(), "{}", sync_proxy::version::describe());
+        return ExitCode::SUCCESS;
+    }
     if let Some(Command::Demo(demo)) = &args.command {
         logger::init(log::LevelFilter::Info, logger::Format::Text);
         return match sync_proxy::demo::run(demo) {

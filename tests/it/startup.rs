@@ -136,3 +136,33 @@ fn flags_written_with_equals_and_go_spellings_start_the_proxy() {
     assert_eq!(help.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&help.stdout).contains("--el"));
 }
+
+#[test]
+fn version_prints_version_commit_target_and_profile() {
+    for args in [
+        &["--version"][..],
+        &["version"],
+        &["--el", "127.0.0.1:1", "-V"],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_sync-proxy"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{args:?}");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(
+            lines[0],
+            format!("sync-proxy {}", env!("CARGO_PKG_VERSION"))
+        );
+        for (line, key) in lines[1..].iter().zip(["commit:", "target:", "profile:"]) {
+            let value = line.strip_prefix(key).map(str::trim).unwrap_or_default();
+            assert!(!value.is_empty(), "{key} in {text}");
+        }
+        assert!(
+            text.contains("x86_64-") || text.contains("aarch64-"),
+            "{text}"
+        );
+    }
+}

@@ -29,6 +29,7 @@ use crate::http::write::JSON;
 use crate::inbound::{Inbound, Limits, ParsedRequest};
 use crate::metrics::Metrics;
 use crate::policy::{Router, UpstreamView};
+use crate::readiness;
 use crate::request::{ExchangeId, ExchangeMap};
 use crate::rpc::Hash32;
 use crate::signal::{self, Disposition};
@@ -483,6 +484,12 @@ impl Proxy {
                 });
                 Answer::json(status, body.to_string().into_bytes())
             }
+            Endpoint::Ready => readiness::answer(
+                self.router.tracker(),
+                &self.upstreams,
+                self.shutdown_deadline.is_some(),
+                now,
+            ),
             Endpoint::Status => Answer::json(
                 200,
                 status::render(

@@ -31,6 +31,9 @@ pub const MAX_PROXY_HOPS: usize = 8;
 pub enum Endpoint {
     /// `GET /` and `GET /health`: 200 when an execution client is reachable, else 503.
     Health,
+    /// `GET /ready`: 200 when a beacon node is followed and an execution client is up, else
+    /// 503 with the reasons.
+    Ready,
     /// `GET /status`: JSON of every beacon node and upstream.
     Status,
     /// `GET /metrics`: Prometheus text.
@@ -100,6 +103,7 @@ pub fn handle(
 fn endpoint(ctx: &mut Context<'_>, path: &str) -> Action {
     match path.split('?').next().unwrap_or("") {
         "/" | "/health" => Action::Endpoint(Endpoint::Health),
+        "/ready" => Action::Endpoint(Endpoint::Ready),
         "/status" => Action::Endpoint(Endpoint::Status),
         "/metrics" => Action::Endpoint(Endpoint::Metrics),
         _ => {
@@ -108,7 +112,7 @@ fn endpoint(ctx: &mut Context<'_>, path: &str) -> Action {
                 404,
                 b"null",
                 rpc::code::INVALID_REQUEST,
-                "not found: GET serves /, /health, /status and /metrics; JSON-RPC is POST",
+                "not found: GET serves /, /health, /ready, /status and /metrics; JSON-RPC is POST",
             )
         }
     }

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod net;
 pub mod network;
 pub mod policy;
+pub mod readiness;
 pub mod recent;
 pub mod request;
 pub mod rpc;

@@ -14,5 +14,6 @@ mod limits;
 mod logging;
 mod nginx;
 mod proxy;
+mod ready;
 mod shutdown;
 mod startup;

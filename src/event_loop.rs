@@ -35,6 +35,7 @@ use crate::rpc::Hash32;
 use crate::signal::{self, Disposition};
 use crate::status;
 use crate::time::Clock;
+use crate::ui;
 use crate::upstream::{Response, Upstream};
 
 mod delivery;
@@ -414,7 +415,7 @@ impl Proxy {
         match action {
             Action::Answer(answer) => self.deliver(reply, answer, clock.now),
             Action::Endpoint(endpoint) => {
-                let answer = self.render(endpoint, clock.now);
+                let answer = self.render(endpoint, clock);
                 self.deliver(reply, answer, clock.now);
             }
             Action::Forward {
@@ -469,7 +470,8 @@ impl Proxy {
         }
     }
 
-    fn render(&self, endpoint: Endpoint, now: Instant) -> Answer {
+    fn render(&self, endpoint: Endpoint, clock: Clock) -> Answer {
+        let now = clock.now;
         match endpoint {
             Endpoint::Health => {
                 let reachable = self
@@ -494,12 +496,13 @@ impl Proxy {
                 200,
                 status::render(
                     &self.config,
-                    now,
+                    clock,
                     &self.upstreams,
                     self.router.tracker(),
                     self.shutdown_deadline.is_some(),
                 ),
             ),
+            Endpoint::Ui => ui::answer(),
             Endpoint::Metrics => Answer {
                 status: 200,
                 content_type: "text/plain; version=0.0.4".into(),

@@ -38,6 +38,8 @@ pub enum Endpoint {
     Status,
     /// `GET /metrics`: Prometheus text.
     Metrics,
+    /// `GET /ui`: the operator page.
+    Ui,
 }
 
 /// What the event loop must do with a request.
@@ -106,13 +108,14 @@ fn endpoint(ctx: &mut Context<'_>, path: &str) -> Action {
         "/ready" => Action::Endpoint(Endpoint::Ready),
         "/status" => Action::Endpoint(Endpoint::Status),
         "/metrics" => Action::Endpoint(Endpoint::Metrics),
+        "/ui" | "/ui/" => Action::Endpoint(Endpoint::Ui),
         _ => {
             ctx.metrics.on_refusal(Refusal::NotFound);
             refuse(
                 404,
                 b"null",
                 rpc::code::INVALID_REQUEST,
-                "not found: GET serves /, /health, /ready, /status and /metrics; JSON-RPC is POST",
+                "not found: GET serves /, /health, /ready, /status, /metrics and /ui; JSON-RPC is POST",
             )
         }
     }

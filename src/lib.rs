@@ -31,6 +31,7 @@ pub mod signal;
 pub mod status;
 pub mod time;
 pub mod tracker;
+pub mod ui;
 pub mod upstream;
 pub mod version;
 

@@ -100,6 +100,8 @@ pub struct Leg {
     pub reported: bool,
     /// A health probe of the proxy's own, not a beacon node's request.
     pub probe: bool,
+    /// When it was last handed to a connection, to measure the upstream's latency.
+    pub sent_at: Option<Instant>,
 }
 
 impl Leg {
@@ -111,6 +113,7 @@ impl Leg {
             attempts: 0,
             reported: false,
             probe: false,
+            sent_at: None,
         }
     }
 

@@ -295,8 +295,9 @@ impl<S: Connecting> Upstream<S> {
     }
 
     /// Begins sending `leg` with the given head; the connection must be idle.
-    pub fn start(&mut self, leg: Leg, head: Vec<u8>, now: Instant, timeout: Duration) {
+    pub fn start(&mut self, mut leg: Leg, head: Vec<u8>, now: Instant, timeout: Duration) {
         debug_assert!(self.is_idle(), "start on a busy connection");
+        leg.sent_at = Some(now);
         self.state = State::Sending {
             leg,
             head,

@@ -223,6 +223,7 @@ impl Proxy {
                     return false;
                 };
                 let was_down = !upstream.is_available();
+                upstream.observe(&leg, &response, clock.now);
                 if upstream.on_answer(clock.now) {
                     info!("{} is up", upstream.config.url);
                     if was_down {

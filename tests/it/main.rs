@@ -17,3 +17,4 @@ mod proxy;
 mod ready;
 mod shutdown;
 mod startup;
+mod ui;

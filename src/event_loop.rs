@@ -22,6 +22,7 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::engine::Lane;
+use crate::event_log;
 use crate::exchange::{Answer, Exchange, LegFailure, Reply};
 use crate::execution_client::ExecutionClient;
 use crate::handler::{self, Action, Context, Endpoint};
@@ -237,10 +238,7 @@ impl Proxy {
             };
             if self.inbound_count >= self.config.max_connections {
                 self.metrics.connections_refused += 1;
-                warn!(
-                    "refused connection from {peer}: --max-connections {} reached",
-                    self.config.max_connections
-                );
+                event_log::connection_refused(peer, self.config.max_connections);
                 continue;
             }
             let _ = stream.set_nodelay(true);
@@ -610,14 +608,11 @@ impl Proxy {
             }
         }
         if let Some(switch) = self.router.on_timeout(now, clock.unix_secs) {
-            info!("following beacon: {switch}");
+            event_log::switch(&switch);
         }
         for upstream in &mut self.upstreams {
             if let Some(count) = upstream.flush_drops(now) {
-                warn!(
-                    "{}: queue full, dropped {count} more request(s) in the last second",
-                    upstream.config.url
-                );
+                event_log::dropped(&upstream.config.url, count, None);
             }
         }
         if self.shutdown_deadline.is_none() {

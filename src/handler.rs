@@ -7,10 +7,11 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use log::{debug, error, info, trace, warn};
+use log::{debug, trace};
 
 use crate::config::Config;
 use crate::engine::Method;
+use crate::event_log;
 use crate::exchange::{Answer, AnswerPolicy};
 use crate::http::head::RequestMethod;
 use crate::identity::{self, Evidence};
@@ -146,7 +147,7 @@ fn rpc_request(
             Ok(claims) => Some(claims),
             Err(error) => {
                 ctx.metrics.on_refusal(Refusal::Unauthorized);
-                warn!("refused request from {peer}: {error}");
+                event_log::refused(log::Level::Warn, peer, &error);
                 return refuse(
                     401,
                     id,
@@ -159,9 +160,7 @@ fn rpc_request(
     if let Some(via) = &head.via {
         if is_loop(via, &ctx.config.instance) {
             ctx.metrics.on_refusal(Refusal::Loop);
-            error!(
-                "forwarding loop: a request from {peer} already passed this proxy or too many (Via: {via}); check the --proxy chain"
-            );
+            event_log::forwarding_loop(peer, via);
             return refuse(
                 508,
                 id,
@@ -192,12 +191,10 @@ fn rpc_request(
         .observe(&beacon, call.as_ref(), clock.now, clock.unix_secs);
     if let Some((claimed, wall_slot)) = observation.ignored_slot {
         ctx.metrics.ignored_slot_claims += 1;
-        warn!(
-            "beacon {beacon} claims slot {claimed} beyond the wall-clock slot {wall_slot}; ignored"
-        );
+        event_log::ignored_slot(&beacon, claimed, wall_slot);
     }
     if let Some(switch) = observation.switch {
-        info!("following beacon: {switch}");
+        event_log::switch(&switch);
     }
     let route = ctx.router.route(&beacon, call.as_ref(), ctx.upstreams);
     let method = call.as_ref().map_or(Method::Other, |c| c.method);
@@ -298,7 +295,7 @@ fn refuse_inspection(
         InspectError::InvalidParams { .. } => Refusal::InvalidParams,
     };
     ctx.metrics.on_refusal(refusal);
-    debug!("refused request from {peer}: {error}");
+    event_log::refused(log::Level::Debug, peer, error);
     refuse(400, id, error.code(), &error.to_string())
 }
 

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod event_log;
 pub mod event_loop;
 pub mod exchange;
 pub mod execution_client;

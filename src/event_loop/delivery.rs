@@ -7,11 +7,12 @@
 
 use std::rc::Rc;
 
-use log::{debug, error, info, trace, warn};
+use log::{debug, error, trace};
 use mio::{Interest, Token};
 
 use super::{Connection, FIRST_CONNECTION, MAX_UPSTREAM_EVENTS, Proxy};
 use crate::engine::{Lane, Method};
+use crate::event_log;
 use crate::exchange::LegFailure;
 use crate::execution_client::{Eviction, ExecutionClient};
 use crate::policy::UpstreamSet;
@@ -58,12 +59,7 @@ impl Proxy {
                             .get_mut(index)
                             .and_then(|u| u.note_drop(clock.now));
                         if let Some(count) = due {
-                            warn!(
-                                "{}: queue full, dropped {count} request(s), latest {} from {}",
-                                self.names[index],
-                                leg.request.describe(),
-                                leg.request.beacon
-                            );
+                            event_log::dropped(&self.names[index], count, Some(&leg.request));
                         }
                         LegFailure::Dropped
                     }
@@ -225,7 +221,7 @@ impl Proxy {
                 let was_down = !upstream.is_available();
                 upstream.observe(&leg, &response, clock.now);
                 if upstream.on_answer(clock.now) {
-                    info!("{} is up", upstream.config.url);
+                    event_log::upstream_up(&upstream.config.url);
                     if was_down {
                         self.catch_up(index);
                     }
@@ -301,10 +297,7 @@ impl Proxy {
             .iter()
             .filter(|r| matches!(r.method, Method::NewPayload(_)))
             .count();
-        info!(
-            "{}: catching up with {payloads} missed payloads, then the followed head",
-            upstream.config.url
-        );
+        event_log::catch_up(&upstream.config.url, payloads);
         let legs = missed
             .into_iter()
             .map(|request| Leg::new(request, None))
@@ -323,11 +316,8 @@ impl Proxy {
         let Some(upstream) = self.upstreams.get_mut(index) else {
             return;
         };
-        if upstream.on_failure(clock.now, timed_out) {
-            warn!("{} is down: {cause}", upstream.config.url);
-        } else {
-            debug!("{} still down: {cause}", upstream.config.url);
-        }
+        let news = upstream.on_failure(clock.now, timed_out);
+        event_log::upstream_down(&upstream.config.url, cause, news);
         let waiting = upstream.report_queued_unavailable();
         let reads = upstream.drain_reads();
         for id in waiting {
@@ -403,11 +393,7 @@ impl Proxy {
                         if let Some(upstream) = self.upstreams.get_mut(index) {
                             upstream.stats.status_mismatches += 1;
                         }
-                        warn!(
-                            "{} disagrees with another execution client on {} (block/head status differs)",
-                            self.names[index],
-                            leg.request.describe()
-                        );
+                        event_log::status_mismatch(&self.names[index], &leg.request);
                     }
                 }
                 Ok(_) | Err(_) => self.router.on_failure(index, call),

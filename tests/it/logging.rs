@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::mock_el::MockEl;
+use crate::support::mock_el::{Behavior, MockEl};
 use crate::support::{
     LOG_CLOSED, ProxyProcess, WAIT, eventually, get, new_payload, post_with, rpc, unix_now,
 };
@@ -83,6 +83,29 @@ fn json_log_format_writes_one_object_per_line_with_fields() {
             .as_str()
             .is_some_and(|t| t.starts_with("sync_proxy")),
         "{value}"
+    );
+    assert_eq!(
+        value["beacon"], "bn-json",
+        "the event's fields are keys: {value}"
+    );
+    assert_eq!(value["reason"], "first live beacon node");
+    // An execution client going down names itself and the cause.
+    el.set_behavior(Behavior::Close);
+    post_with(
+        proxy.addr(),
+        "/bn-json",
+        &new_payload(2, 0x32, unix_now()),
+        "",
+    );
+    let down = proxy
+        .wait_log(" is down: ", WAIT)
+        .expect("the failure is logged");
+    let down: Value = serde_json::from_str(&down).expect("a JSON line");
+    assert_eq!(down["level"], "WARN");
+    assert_eq!(down["upstream"], el.url(), "{down}");
+    assert!(
+        down["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{down}"
     );
     for line in proxy.logs() {
         let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));

@@ -6,6 +6,7 @@ mod support;
 mod auth;
 mod beacon;
 mod chain;
+mod contrib;
 mod docs;
 mod failover;
 mod framing;

@@ -3,7 +3,8 @@
 //! script errors, show the followed beacon node, and show the new one after a switch; a
 //! screenshot at phone width is saved under `target/` and its path printed.
 //!
-//! Without Chromium the test says so and passes: `.ci/run` installs it, so CI always runs it.
+//! Without Chromium the test says so and passes, unless `SYNC_PROXY_REQUIRE_CHROMIUM` is set:
+//! `.ci/run` installs Chromium and sets it, so CI always runs the test.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -184,6 +185,11 @@ fn screenshot_path() -> PathBuf {
 #[test]
 fn ui_shows_the_followed_beacon_and_follows_a_switch_in_chromium() {
     let Some(binary) = chromium() else {
+        // CI sets this: there the test must never pass by skipping.
+        assert!(
+            std::env::var_os("SYNC_PROXY_REQUIRE_CHROMIUM").is_none(),
+            "SYNC_PROXY_REQUIRE_CHROMIUM is set but no Chromium is at {CHROMIUM:?}"
+        );
         println!(
             "SKIP ui_shows_the_followed_beacon_and_follows_a_switch_in_chromium: no Chromium at \
              {CHROMIUM:?} (apt-get install -y chromium; .ci/run installs it)"

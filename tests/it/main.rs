@@ -13,6 +13,7 @@ mod framing;
 mod keepalive;
 mod limits;
 mod logging;
+mod metrics;
 mod nginx;
 mod proxy;
 mod ready;

@@ -231,9 +231,13 @@ fn ui_shows_the_followed_beacon_and_follows_a_switch_in_chromium() {
         before.contains("data-beacon=\"bn-b\""),
         "both beacon nodes are listed"
     );
+    // The wall clock may have reached the next slot on a slow machine.
     assert!(
-        before.contains(&format!("now {WALL_SLOT}")),
-        "the slot axis shows the wall clock"
+        [WALL_SLOT, WALL_SLOT + 1]
+            .iter()
+            .any(|slot| before.contains(&format!("now {slot}<"))),
+        "the slot axis shows the wall clock: {}",
+        section(&before, "id=\"slot-axis\"")
     );
 
     // bn-b overtakes by more than the switch margin.

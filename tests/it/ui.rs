@@ -6,7 +6,7 @@
 //! Without Chromium the test says so and passes, unless `SYNC_PROXY_REQUIRE_CHROMIUM` is set:
 //! `.ci/run` installs Chromium and sets it, so CI always runs the test.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -190,7 +190,8 @@ fn ui_shows_the_followed_beacon_and_follows_a_switch_in_chromium() {
             std::env::var_os("SYNC_PROXY_REQUIRE_CHROMIUM").is_none(),
             "SYNC_PROXY_REQUIRE_CHROMIUM is set but no Chromium is at {CHROMIUM:?}"
         );
-        println!(
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIP ui_shows_the_followed_beacon_and_follows_a_switch_in_chromium: no Chromium at \
              {CHROMIUM:?} (apt-get install -y chromium; .ci/run installs it)"
         );
@@ -275,5 +276,10 @@ fn ui_shows_the_followed_beacon_and_follows_a_switch_in_chromium() {
         "more than a blank page: {} bytes",
         png.len()
     );
-    println!("screenshot of /ui after a switch: {}", path.display());
+    // Straight to the process's stderr: libtest captures println!, and CI's log should show it.
+    let _ = writeln!(
+        std::io::stderr(),
+        "screenshot of /ui after a switch: {}",
+        path.display()
+    );
 }

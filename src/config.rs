@@ -14,6 +14,7 @@ use log::LevelFilter;
 use crate::cli::Args;
 use crate::identity::{self, Cidr};
 use crate::jwt::Secret;
+use crate::logger;
 use crate::network::{Chain, Network};
 use crate::tracker::TrackerConfig;
 
@@ -30,6 +31,17 @@ pub enum AckMode {
     Immediate,
     /// The status most execution clients agree on, never `VALID` against an `INVALID`.
     Majority,
+}
+
+impl AckMode {
+    /// The mode as `--ack` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AckMode::Primary => "primary",
+            AckMode::Immediate => "immediate",
+            AckMode::Majority => "majority",
+        }
+    }
 }
 
 /// What an upstream is: an execution client, or another sync-proxy fed fire-and-forget.
@@ -70,6 +82,8 @@ pub struct Config {
     pub ack: AckMode,
     /// Overrides every per-method timeout when set.
     pub request_timeout: Option<Duration>,
+    /// Overrides the timeout of requests to chained proxies when set.
+    pub proxy_request_timeout: Option<Duration>,
     /// TCP connect timeout to upstreams.
     pub connect_timeout: Duration,
     /// Grace the primary has to give a final verdict before another upstream's answers.
@@ -108,6 +122,8 @@ pub struct Config {
     pub jwt_secret: Option<Secret>,
     /// Log verbosity.
     pub log_level: LevelFilter,
+    /// Log line layout.
+    pub log_format: logger::Format,
     /// This process's name in `Via` headers (`sync-proxy-<random>`), to detect forwarding loops.
     pub instance: Box<str>,
 }
@@ -238,6 +254,11 @@ impl Config {
             request_timeout: optional(&args.request_timeout, "--request-timeout", |v| {
                 positive_duration("--request-timeout", v, Unit::Millis)
             })?,
+            proxy_request_timeout: optional(
+                &args.proxy_request_timeout,
+                "--proxy-request-timeout",
+                |v| positive_duration("--proxy-request-timeout", v, Unit::Millis),
+            )?,
             connect_timeout: duration_or(
                 &args.connect_timeout,
                 "--connect-timeout",
@@ -306,6 +327,12 @@ impl Config {
                 None => LevelFilter::Info,
                 Some(level) => parse_level(level)?,
             },
+            log_format: match args.log_format.as_deref() {
+                None => logger::Format::Text,
+                Some(format) => format
+                    .parse()
+                    .map_err(|reason| error("--log-format", format, &format!("{reason}")))?,
+            },
             instance: instance_name(),
         })
     }
@@ -333,6 +360,15 @@ impl Config {
             // proposer has 1–2 s in all.
             Method::GetPayload(_) => Some(self.hedge_after.min(GET_PAYLOAD_HEDGE)),
             _ => None,
+        }
+    }
+
+    /// How long one upstream of `kind` may take to answer `method`: for a chained proxy
+    /// `--proxy-request-timeout` when set, else as [`Config::timeout_for`].
+    pub fn leg_timeout(&self, kind: UpstreamKind, method: crate::engine::Method) -> Duration {
+        match (kind, self.proxy_request_timeout) {
+            (UpstreamKind::Proxy, Some(timeout)) => timeout,
+            _ => self.timeout_for(method),
         }
     }
 
@@ -831,6 +867,10 @@ mod tests {
             ),
             (&["--el", "127.0.0.1:1", "--network", "goerly"], "--network"),
             (
+                &["--el", "127.0.0.1:1", "--log-format", "logfmt"],
+                "--log-format",
+            ),
+            (
                 &["--el", "127.0.0.1:1", "--genesis-time", "5"],
                 "--genesis-time",
             ),
@@ -876,6 +916,33 @@ mod tests {
             Duration::from_millis(8)
         );
         assert!(parse_duration("--x", "8h", Unit::Millis).is_err());
+    }
+
+    #[test]
+    fn proxy_request_timeout_applies_to_chained_proxies_only() {
+        let method = crate::engine::Method::Other;
+        let config = Config::from_args(&args(&[
+            "--el",
+            "127.0.0.1:1",
+            "--request-timeout",
+            "3000",
+            "--proxy-request-timeout",
+            "250",
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.leg_timeout(UpstreamKind::Proxy, method),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            config.leg_timeout(UpstreamKind::ExecutionClient, method),
+            Duration::from_secs(3)
+        );
+        let defaults = Config::from_args(&args(&["--el", "127.0.0.1:1"])).unwrap();
+        assert_eq!(
+            defaults.leg_timeout(UpstreamKind::Proxy, method),
+            defaults.timeout_for(method)
+        );
     }
 
     #[test]

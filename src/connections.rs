@@ -9,6 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use log::debug;
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -258,9 +259,21 @@ impl Connections {
         self.closed.push(key);
     }
 
-    /// Marks a finished beacon-node connection to be freed at the end of the iteration.
-    pub fn close_inbound(&mut self, key: usize) {
-        self.closed.push(key);
+    /// After a beacon-node connection was serviced: counts its unsent answers again, marks it
+    /// to be freed if it finished, sets its timer; returns whether it has readiness left that
+    /// no edge will announce (see [`Inbound::wants_service`]).
+    pub fn after_service(&mut self, key: usize) -> bool {
+        self.recount(key);
+        let Some(Connection::Inbound { conn, .. }) = self.slab.get(key) else {
+            return false;
+        };
+        let wants_service = conn.wants_service();
+        if let Some(reason) = conn.finished() {
+            debug!("connection from {} closed: {reason}", conn.peer);
+            self.closed.push(key);
+        }
+        self.arm(key);
+        wants_service
     }
 
     /// Whether the upstream connection `link` is still open (not closed by the core).

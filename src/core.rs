@@ -23,6 +23,7 @@ use log::{debug, info, warn};
 
 use crate::config::Config;
 use crate::engine::Lane;
+use crate::event_log;
 use crate::exchange::{Answer, Class, Exchange, LegFailure, ReplyTo, classify};
 use crate::execution_client::ExecutionClient;
 use crate::handler::{self, Action, Context, Endpoint};
@@ -30,12 +31,14 @@ use crate::inbound::ParsedRequest;
 use crate::log_limit::LogLimiter;
 use crate::metrics::Metrics;
 use crate::outbound::{OutboundEvent, Response};
+use crate::readiness;
 use crate::request::{ExchangeId, IdMap, Leg, Request};
 use crate::router::{PayloadKey, Plan, Router, UpstreamSet, UpstreamView};
 use crate::rpc::{self, Hash32};
 use crate::status;
 use crate::time::Clock;
 use crate::timer::TimerQueue;
+use crate::ui;
 
 mod delivery;
 
@@ -304,7 +307,7 @@ impl Core {
         match handler::handle(&mut context, parsed, peer, clock) {
             Action::Answer(answer) => self.answer(to, answer, clock.now),
             Action::Endpoint(endpoint) => {
-                let answer = self.render(endpoint, clock.now);
+                let answer = self.render(endpoint, clock);
                 self.answer(to, answer, clock.now);
             }
             Action::Local {
@@ -500,17 +503,14 @@ impl Core {
             }
         }
         if let Some(switch) = self.router.on_timeout(now, clock.unix_secs) {
-            info!("following beacon: {switch}");
+            event_log::switch(&switch);
         }
         for summary in self.log_limit.due(now) {
             warn!("{summary}");
         }
         for upstream in &mut self.upstreams {
             if let Some(count) = upstream.flush_drops(now) {
-                warn!(
-                    "{}: queue full, dropped {count} more request(s) in the last second",
-                    upstream.config.url
-                );
+                event_log::dropped(&upstream.config.url, count, None);
             }
         }
         self.release_held(clock);
@@ -591,7 +591,8 @@ impl Core {
         }
     }
 
-    fn render(&self, endpoint: Endpoint, now: Instant) -> Answer {
+    fn render(&self, endpoint: Endpoint, clock: Clock) -> Answer {
+        let now = clock.now;
         match endpoint {
             Endpoint::Health => {
                 let reachable = self
@@ -606,11 +607,18 @@ impl Core {
                 });
                 Answer::json(status, body.to_string().into_bytes())
             }
+            Endpoint::Ready => readiness::answer(
+                self.router.tracker(),
+                &self.upstreams,
+                self.shutdown_deadline.is_some(),
+                now,
+            ),
+            Endpoint::Ui => ui::answer(),
             Endpoint::Status => Answer::json(
                 200,
                 status::render(
                     &self.config,
-                    now,
+                    clock,
                     &self.upstreams,
                     self.router.tracker(),
                     self.shutdown_deadline.is_some(),

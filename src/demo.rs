@@ -3,10 +3,12 @@
 //! selection rules work without an Ethereum node at hand.
 //!
 //! The story, one line per slot: bn-a leads; bn-b overtakes and is followed; bn-b goes silent and
-//! bn-a is followed again; bn-a falls behind and bn-c takes over. The proxy's own log lines show
-//! each switch; the demo prints what each beacon node sent and got back, then what every
-//! execution client received, and stops the proxy with SIGTERM (its real shutdown path).
-//! Everything stays on 127.0.0.1 and ends by itself within a minute.
+//! bn-a is followed again; el-2 crashes while bn-c joins; el-2 comes back and is caught up with
+//! the payloads it missed while bn-a falls behind and bn-c takes over. The proxy's own log lines
+//! show each switch and each execution client going down, coming up and catching up; the demo
+//! prints what each beacon node sent and got back, then what every execution client received,
+//! and stops the proxy with SIGTERM (its real shutdown path). Everything stays on 127.0.0.1 and
+//! ends by itself within a minute.
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
@@ -51,39 +53,80 @@ enum Act {
     Silent,
 }
 
-/// The script: per slot, what bn-a, bn-b and bn-c do, and the narration.
-const SCRIPT: &[(&str, [Act; 3])] = &[
-    (
+/// What happens to the demo's last execution client, el-2, in a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outage {
+    /// Nothing changes.
+    None,
+    /// It crashes: every connection to it is cut, new ones are closed at once.
+    Crash,
+    /// It is back and answers again.
+    Restart,
+}
+
+/// One slot of the script: the narration, what bn-a, bn-b and bn-c do, and el-2's fate.
+struct Step {
+    narration: &'static str,
+    acts: [Act; 3],
+    outage: Outage,
+}
+
+const fn step(narration: &'static str, acts: [Act; 3], outage: Outage) -> Step {
+    Step {
+        narration,
+        acts,
+        outage,
+    }
+}
+
+/// The script, one step per slot.
+const SCRIPT: &[Step] = &[
+    step(
         "bn-a leads; bn-b is two slots behind",
         [Act::Follow, Act::Lag(2), Act::Silent],
+        Outage::None,
     ),
-    ("", [Act::Follow, Act::Lag(2), Act::Silent]),
-    ("", [Act::Follow, Act::Lag(2), Act::Silent]),
-    (
+    step("", [Act::Follow, Act::Lag(2), Act::Silent], Outage::None),
+    step("", [Act::Follow, Act::Lag(2), Act::Silent], Outage::None),
+    step(
         "bn-a stalls; bn-b catches up and overtakes",
         [Act::Stall, Act::Follow, Act::Silent],
+        Outage::None,
     ),
-    ("", [Act::Stall, Act::Follow, Act::Silent]),
-    ("", [Act::Stall, Act::Follow, Act::Silent]),
-    (
+    step("", [Act::Stall, Act::Follow, Act::Silent], Outage::None),
+    step("", [Act::Stall, Act::Follow, Act::Silent], Outage::None),
+    step(
         "bn-b goes silent; bn-a re-imports the blocks it missed",
         [Act::Lag(2), Act::Silent, Act::Silent],
+        Outage::None,
     ),
-    ("", [Act::Lag(2), Act::Silent, Act::Silent]),
-    ("", [Act::Lag(2), Act::Silent, Act::Silent]),
-    ("", [Act::Lag(2), Act::Silent, Act::Silent]),
-    (
-        "bn-a is back at the head; bn-c joins",
+    step("", [Act::Lag(2), Act::Silent, Act::Silent], Outage::None),
+    step("", [Act::Lag(2), Act::Silent, Act::Silent], Outage::None),
+    step("", [Act::Lag(2), Act::Silent, Act::Silent], Outage::None),
+    step(
+        "bn-a is back at the head; bn-c joins; el-2 crashes (its connections are cut): the proxy \
+         marks it down, keeps its state-changing calls queued, and the other two carry on",
         [Act::Follow, Act::Silent, Act::Follow],
+        Outage::Crash,
     ),
-    ("", [Act::Follow, Act::Silent, Act::Follow]),
-    (
-        "bn-a falls behind; bn-c keeps up",
+    step("", [Act::Follow, Act::Silent, Act::Follow], Outage::None),
+    step(
+        "el-2 restarts: the proxy's probe finds it up and delivers, in order, what it missed; \
+         bn-a falls behind, bn-c keeps up",
         [Act::Stall, Act::Silent, Act::Follow],
+        Outage::Restart,
     ),
-    ("", [Act::Stall, Act::Silent, Act::Follow]),
-    ("", [Act::Stall, Act::Silent, Act::Follow]),
+    step("", [Act::Stall, Act::Silent, Act::Follow], Outage::None),
+    step("", [Act::Stall, Act::Silent, Act::Follow], Outage::None),
+    step("", [Act::Stall, Act::Silent, Act::Follow], Outage::None),
 ];
+
+/// The execution client the script crashes and restarts.
+const FAILING_EXECUTION_CLIENT: usize = EXECUTION_CLIENTS - 1;
+
+/// Longest the demo waits, after the script, for the restarted execution client to have every
+/// block the others have (reconnect backoff is at most 5 s; catch-up takes milliseconds).
+const MAX_CATCH_UP_WAIT: Duration = Duration::from_secs(8);
 
 /// Beacon nodes of the demo, named by the path they post to.
 const BEACONS: [&str; 3] = ["bn-a", "bn-b", "bn-c"];
@@ -113,6 +156,11 @@ pub fn run(args: &DemoArgs) -> io::Result<()> {
     println!(
         "sync-proxy demo: 3 execution clients, 3 beacon nodes, {slot_secs} s slots, all on 127.0.0.1"
     );
+    println!(
+        "The demo's execution clients always answer VALID: a SYNCING below is the proxy's own\n\
+         answer to a beacon node it does not follow whose head differs from the followed one\n\
+         (only one beacon node may move the execution clients' head).\n"
+    );
     let (addr_tx, addr_rx) = mpsc::channel();
     let proxy_thread = thread::spawn(move || -> io::Result<()> {
         // The proxy is single-threaded and not Send: it lives entirely on this thread.
@@ -123,23 +171,36 @@ pub fn run(args: &DemoArgs) -> io::Result<()> {
     let addr = addr_rx
         .recv_timeout(Duration::from_secs(5))
         .map_err(|_| io::Error::other("the proxy did not start"))?;
-    println!("proxy listening on {addr}; beacon nodes post to http://{addr}/bn-a, /bn-b, /bn-c\n");
+    println!("proxy listening on {addr}; beacon nodes post to http://{addr}/bn-a, /bn-b, /bn-c");
+    for el in &els {
+        println!(
+            "{} is http://{} (the proxy's logs name it so)",
+            el.name, el.addr
+        );
+    }
+    println!();
 
     let mut beacons: Vec<SimulatedBeacon> = BEACONS
         .iter()
         .map(|name| SimulatedBeacon::new(name, addr))
         .collect();
     let first_slot = wall_slot(genesis, slot_secs);
-    for (step, (narration, acts)) in SCRIPT.iter().enumerate() {
+    let failing = &els[FAILING_EXECUTION_CLIENT];
+    for (index, step) in SCRIPT.iter().enumerate() {
         if Instant::now() >= deadline {
             break;
         }
-        let slot_number = first_slot + step as u64;
-        if !narration.is_empty() {
-            println!("--- {narration}");
+        let slot_number = first_slot + index as u64;
+        if !step.narration.is_empty() {
+            println!("--- {}", step.narration);
+        }
+        match step.outage {
+            Outage::None => {}
+            Outage::Crash => failing.down.store(true, Ordering::SeqCst),
+            Outage::Restart => failing.down.store(false, Ordering::SeqCst),
         }
         let mut line = format!("slot {slot_number}:");
-        for (beacon, act) in beacons.iter_mut().zip(acts) {
+        for (beacon, act) in beacons.iter_mut().zip(&step.acts) {
             if let Some(report) = beacon.act(*act, slot_number, genesis, slot_secs) {
                 line.push_str(&format!("  {report}"));
             }
@@ -148,6 +209,7 @@ pub fn run(args: &DemoArgs) -> io::Result<()> {
         sleep_until_slot(genesis, slot_secs, slot_number + 1, deadline);
     }
 
+    let caught_up = wait_for_catch_up(&els, deadline.min(Instant::now() + MAX_CATCH_UP_WAIT));
     println!("\n--- stopping the proxy with SIGTERM (it drains its queues first)");
     signal_hook::low_level::raise(signal_hook::consts::SIGTERM)?;
     proxy_thread
@@ -155,16 +217,21 @@ pub fn run(args: &DemoArgs) -> io::Result<()> {
         .map_err(|_| io::Error::other("the proxy thread panicked"))??;
 
     println!("\nWhat each execution client received:");
-    for el in &els {
+    for (index, el) in els.iter().enumerate() {
         el.stop.store(true, Ordering::SeqCst);
-        let seen = el.seen.lock().map(|s| s.clone()).unwrap_or_default();
+        let seen = el.seen();
         let summary: Vec<String> = seen
             .counts
             .iter()
             .map(|(m, n)| format!("{m} ×{n}"))
             .collect();
+        let note = match (index == FAILING_EXECUTION_CLIENT, caught_up) {
+            (false, _) => "",
+            (true, true) => " (down for two slots, then caught up by the proxy)",
+            (true, false) => " (down for two slots, NOT caught up in time)",
+        };
         println!(
-            "  {} ({}): {} — {} distinct blocks",
+            "  {} ({}): {} — {} distinct blocks{note}",
             el.name,
             el.addr,
             summary.join(", "),
@@ -173,9 +240,28 @@ pub fn run(args: &DemoArgs) -> io::Result<()> {
     }
     println!(
         "Blocks sent by several beacon nodes reached each execution client once; only the followed\n\
-         beacon node (or one agreeing with its head) moved their head."
+         beacon node (or one agreeing with its head) moved their head; the execution client that\n\
+         crashed got the blocks it missed without waiting for devp2p sync."
     );
     Ok(())
+}
+
+/// Waits until the execution client that crashed has seen every block the first one has, or
+/// `until`; returns whether it has.
+fn wait_for_catch_up(els: &[DemoExecutionClient], until: Instant) -> bool {
+    let (Some(reference), Some(failing)) = (els.first(), els.get(FAILING_EXECUTION_CLIENT)) else {
+        return true;
+    };
+    loop {
+        let expected = reference.seen().blocks;
+        if failing.seen().blocks.is_superset(&expected) {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A beacon node played by the demo: posts to its own path on one keep-alive connection.
@@ -217,6 +303,7 @@ impl SimulatedBeacon {
             let status = self.call(&payload).map(|v| v["result"]["status"].clone());
             imported = match status.as_ref().and_then(Value::as_str) {
                 Some("VALID") => "imported",
+                Some("SYNCING") => "import SYNCING (the proxy's answer)",
                 Some(_) => "import answered",
                 None => "import failed",
             };
@@ -231,6 +318,17 @@ impl SimulatedBeacon {
                 v["result"]["payloadStatus"]["status"]
                     .as_str()
                     .map(str::to_owned)
+            })
+            .map(|status| {
+                if status == "SYNCING" {
+                    // The demo's execution clients never say SYNCING.
+                    format!(
+                        "{status} (the proxy's own answer: {} is not followed)",
+                        self.name
+                    )
+                } else {
+                    status
+                }
             })
             .unwrap_or_else(|| "no answer".into());
         let imported = if imported.is_empty() {
@@ -269,12 +367,14 @@ impl SimulatedBeacon {
     }
 }
 
-/// A minimal execution client: answers VALID with real HTTP and counts what it gets.
+/// A minimal execution client: answers VALID with real HTTP and counts what it gets; while
+/// `down` it cuts every connection instead, as a crashed process would.
 struct DemoExecutionClient {
     name: String,
     addr: SocketAddr,
     seen: Arc<Mutex<Seen>>,
     stop: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
 }
 
 /// What a demo execution client received.
@@ -291,14 +391,17 @@ impl DemoExecutionClient {
         listener.set_nonblocking(true)?;
         let seen: Arc<Mutex<Seen>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (seen2, stop2) = (Arc::clone(&seen), Arc::clone(&stop));
+        let down = Arc::new(AtomicBool::new(false));
+        let (seen2, stop2, down2) = (Arc::clone(&seen), Arc::clone(&stop), Arc::clone(&down));
         thread::spawn(move || {
             // Bounded by the demo: `stop` is set at the end, and the demo exits right after.
             while !stop2.load(Ordering::SeqCst) {
                 match listener.accept() {
+                    // Crashed: the connection is closed as soon as it is made.
+                    Ok(_) if down2.load(Ordering::SeqCst) => {}
                     Ok((stream, _)) => {
-                        let seen = Arc::clone(&seen2);
-                        thread::spawn(move || serve(stream, &seen));
+                        let (seen, down) = (Arc::clone(&seen2), Arc::clone(&down2));
+                        thread::spawn(move || serve(stream, &seen, &down));
                     }
                     Err(_) => thread::sleep(Duration::from_millis(10)),
                 }
@@ -309,11 +412,17 @@ impl DemoExecutionClient {
             addr,
             seen,
             stop,
+            down,
         })
+    }
+
+    /// What it received so far.
+    fn seen(&self) -> Seen {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
     }
 }
 
-fn serve(stream: TcpStream, seen: &Mutex<Seen>) {
+fn serve(stream: TcpStream, seen: &Mutex<Seen>, down: &AtomicBool) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(MAX_DEMO_TIME));
     let Ok(mut writer) = stream.try_clone() else {
@@ -321,6 +430,10 @@ fn serve(stream: TcpStream, seen: &Mutex<Seen>) {
     };
     let mut reader = BufReader::new(stream);
     while let Some(body) = read_request(&mut reader) {
+        if down.load(Ordering::SeqCst) {
+            // Crashed: the request is lost and the connection cut.
+            return;
+        }
         let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let method = request["method"].as_str().unwrap_or("?").to_owned();
         if let (true, Ok(mut seen)) = (method != "eth_syncing", seen.lock()) {

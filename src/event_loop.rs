@@ -18,10 +18,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{info, warn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
@@ -30,6 +29,7 @@ use crate::core::{Core, LinkId, Output};
 use crate::exchange::ReplyTo;
 use crate::inbound::{Limits, ReadContext};
 use crate::outbound::{OutboundEvent, UpstreamError};
+use crate::signal;
 use crate::time::Clock;
 
 /// The listening socket.
@@ -75,7 +75,7 @@ impl Proxy {
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(config.listen)?;
         let local_addr = listener.local_addr()?;
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let mut signals = Signals::new(signal::HANDLED)?;
         let registry = poll.registry();
         registry.register(&mut listener, LISTENER, Interest::READABLE)?;
         registry.register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -173,6 +173,9 @@ impl Proxy {
 
     fn on_signal(&mut self, clock: Clock) {
         for signal in self.signals.pending().collect::<Vec<i32>>() {
+            if signal::ignored(signal) {
+                continue;
+            }
             let Some(mut listener) = self.listener.take() else {
                 info!("second signal {signal}: exiting without draining");
                 return self.core.hurry_shutdown(clock.now);
@@ -270,18 +273,9 @@ impl Proxy {
             }
             self.apply_outputs(clock);
         }
-        self.connections.recount(key);
-        let Some(conn) = self.connections.inbound(key) else {
-            return;
-        };
-        if conn.wants_service() {
+        if self.connections.after_service(key) {
             self.unfinished.push(key);
         }
-        if let Some(reason) = conn.finished() {
-            debug!("connection from {} closed: {reason}", conn.peer);
-            self.connections.close_inbound(key);
-        }
-        self.connections.arm(key);
     }
 
     /// Drives an upstream connection, reporting its events to the core.

@@ -16,7 +16,9 @@ use crate::core::LinkId;
 use crate::engine::{Lane, Method};
 use crate::http::write::request_head;
 use crate::jwt::Signer;
-use crate::request::{Leg, Request};
+use crate::outbound::Response;
+use crate::request::{Leg, PROBE_BODY, Request};
+use crate::rpc;
 
 /// First reconnect delay after a failure; short, because a restarted execution client is back
 /// within seconds and every missed slot matters.
@@ -109,6 +111,29 @@ pub struct UpstreamStats {
     pub connects: u64,
 }
 
+/// How an upstream's recent answers looked, for `/status` and `/ui`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Smoothed time from sending a beacon node's request to its answer (probes excluded):
+    /// each new answer weighs 1/8, so one slow block shows without one outlier dominating.
+    pub latency: Option<Duration>,
+    /// How long the last answered probe took.
+    pub probe_latency: Option<Duration>,
+    /// The last answer to a payload or fork choice.
+    pub last_verdict: Option<Verdict>,
+}
+
+/// An upstream's answer to a payload or fork choice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// The method as the beacon node sent it, e.g. `engine_newPayloadV4`.
+    pub method: Box<str>,
+    /// `VALID`, `SYNCING`…, `error -32000`, or `HTTP 500`.
+    pub outcome: Box<str>,
+    /// When it arrived.
+    pub at: Instant,
+}
+
 /// One lane: a queue and at most one connection.
 #[derive(Debug, Default)]
 pub struct LaneState {
@@ -146,6 +171,8 @@ pub struct ExecutionClient {
     pub health: Health,
     /// Counters.
     pub stats: UpstreamStats,
+    /// Latency and the last verdict.
+    pub observed: Observed,
     state_lane: LaneState,
     read_lane: LaneState,
     signer: Option<Signer>,
@@ -163,10 +190,6 @@ pub struct ExecutionClient {
     probe_due: Option<Instant>,
 }
 
-/// The request body of a health probe: cheap, read-only, served by every execution client.
-const PROBE_BODY: &[u8] =
-    br#"{"jsonrpc":"2.0","id":"sync-proxy-probe","method":"eth_syncing","params":[]}"#;
-
 impl ExecutionClient {
     /// A new upstream, not yet connected; a probe is due at once.
     pub fn new(
@@ -182,6 +205,7 @@ impl ExecutionClient {
             config,
             health: Health::Unknown,
             stats: UpstreamStats::default(),
+            observed: Observed::default(),
             state_lane: LaneState::default(),
             read_lane: LaneState::default(),
             signer,
@@ -407,6 +431,42 @@ impl ExecutionClient {
             Health::Down { .. } => HealthChange::UpFromDown,
             Health::Unknown | Health::Demoted { .. } => HealthChange::Up,
         }
+    }
+
+    /// Records how long `leg` took and, for a payload or fork choice, what the answer said.
+    pub fn observe(&mut self, leg: &Leg, response: &Response, now: Instant) {
+        let took = leg.sent_at.map(|sent| now.saturating_duration_since(sent));
+        if leg.probe {
+            self.observed.probe_latency = took.or(self.observed.probe_latency);
+            return;
+        }
+        if let Some(took) = took {
+            self.observed.latency = Some(match self.observed.latency {
+                Some(smoothed) => (smoothed * 7 + took) / 8,
+                None => took,
+            });
+        }
+        let Some(call) = &leg.request.call else {
+            return;
+        };
+        if !matches!(
+            call.method,
+            Method::NewPayload(_) | Method::ForkchoiceUpdated(_)
+        ) {
+            return;
+        }
+        let answer = rpc::inspect_answer(call.method, &response.body);
+        let outcome = match (response.status, answer.status, answer.error_code) {
+            (200..=299, Some(status), _) => status.as_str().to_owned(),
+            (200..=299, None, Some(code)) => format!("error {code}"),
+            (200..=299, None, None) => "unreadable answer".to_owned(),
+            (status, _, _) => format!("HTTP {status}"),
+        };
+        self.observed.last_verdict = Some(Verdict {
+            method: call.method_name.clone(),
+            outcome: outcome.into(),
+            at: now,
+        });
     }
 
     /// A health probe was answered: a down upstream is reachable again; nothing is proven.
@@ -697,6 +757,90 @@ mod tests {
         assert!(head.contains("Authorization: Bearer inbound\r\n"), "{head}");
         assert!(head.contains("Content-Length: 5\r\n"), "{head}");
         assert!(!head.contains("X-Forwarded-For"), "{head}");
+    }
+
+    /// A leg of `body` (a real JSON-RPC call), sent at `sent_at`.
+    fn call_leg(body: &[u8], sent_at: Instant) -> Leg {
+        let Ok(crate::rpc::Inspected::Call(call)) = crate::rpc::inspect(body) else {
+            panic!("test body is a call");
+        };
+        let mut leg = leg(call.method, 0);
+        leg.request = Rc::new(Request {
+            body: body.into(),
+            method: call.method,
+            call: Some(call),
+            authorization: None,
+            beacon: Rc::from("bn"),
+            via: None,
+            received_at: sent_at,
+            serial: 0,
+        });
+        leg.sent_at = Some(sent_at);
+        leg
+    }
+
+    fn response(status: u16, body: &str) -> Response {
+        Response {
+            status,
+            content_type: None,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn answers_record_smoothed_latency_and_the_last_verdict() {
+        let mut el = client();
+        let t0 = Instant::now();
+        let payload = br#"{"jsonrpc":"2.0","id":1,"method":"engine_newPayloadV4","params":[{}]}"#;
+        let valid = r#"{"jsonrpc":"2.0","id":1,"result":{"status":"VALID"}}"#;
+        el.observe(
+            &call_leg(payload, t0),
+            &response(200, valid),
+            t0 + Duration::from_millis(80),
+        );
+        assert_eq!(el.observed.latency, Some(Duration::from_millis(80)));
+        let verdict = el.observed.last_verdict.clone().unwrap();
+        assert_eq!(&*verdict.method, "engine_newPayloadV4");
+        assert_eq!(&*verdict.outcome, "VALID");
+        // A slow answer moves the average by an eighth of the difference.
+        let error = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"x"}}"#;
+        el.observe(
+            &call_leg(payload, t0),
+            &response(200, error),
+            t0 + Duration::from_millis(880),
+        );
+        assert_eq!(el.observed.latency, Some(Duration::from_millis(180)));
+        assert_eq!(
+            &*el.observed.last_verdict.clone().unwrap().outcome,
+            "error -32000"
+        );
+        el.observe(
+            &call_leg(payload, t0),
+            &response(502, ""),
+            t0 + Duration::from_millis(180),
+        );
+        assert_eq!(
+            &*el.observed.last_verdict.clone().unwrap().outcome,
+            "HTTP 502"
+        );
+        // Reads change the latency but are no verdict; probes count apart.
+        let read = br#"{"jsonrpc":"2.0","id":2,"method":"eth_chainId","params":[]}"#;
+        el.observe(
+            &call_leg(read, t0),
+            &response(200, "{}"),
+            t0 + Duration::from_millis(180),
+        );
+        assert_eq!(el.observed.latency, Some(Duration::from_millis(180)));
+        assert_eq!(
+            &*el.observed.last_verdict.clone().unwrap().outcome,
+            "HTTP 502"
+        );
+        let mut probe = leg(Method::Other, 0);
+        probe.probe = true;
+        probe.sent_at = Some(t0);
+        el.observe(&probe, &response(200, "{}"), t0 + Duration::from_millis(3));
+        assert_eq!(el.observed.probe_latency, Some(Duration::from_millis(3)));
+        assert_eq!(el.observed.latency, Some(Duration::from_millis(180)));
     }
 
     #[test]

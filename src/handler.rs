@@ -10,10 +10,11 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use log::{debug, error, info, trace, warn};
+use log::{debug, trace};
 
 use crate::config::Config;
 use crate::engine::Method;
+use crate::event_log;
 use crate::exchange::Answer;
 use crate::http::head::RequestMethod;
 use crate::identity::{self, Evidence};
@@ -38,10 +39,15 @@ pub const MAX_PROXY_HOPS: usize = 8;
 pub enum Endpoint {
     /// `GET /` and `GET /health`: 200 when an execution client is reachable, else 503.
     Health,
+    /// `GET /ready`: 200 when a beacon node is followed and an execution client is up, else
+    /// 503 with the reasons.
+    Ready,
     /// `GET /status`: JSON of every beacon node and upstream.
     Status,
     /// `GET /metrics`: Prometheus text.
     Metrics,
+    /// `GET /ui`: the operator page.
+    Ui,
 }
 
 /// What the core must do with a request.
@@ -130,15 +136,17 @@ pub fn handle(
 fn endpoint(ctx: &mut Context<'_>, path: &str) -> Action {
     match path.split('?').next().unwrap_or("") {
         "/" | "/health" => Action::Endpoint(Endpoint::Health),
+        "/ready" => Action::Endpoint(Endpoint::Ready),
         "/status" => Action::Endpoint(Endpoint::Status),
         "/metrics" => Action::Endpoint(Endpoint::Metrics),
+        "/ui" | "/ui/" => Action::Endpoint(Endpoint::Ui),
         _ => {
             ctx.metrics.on_refusal(Refusal::NotFound);
             refuse(
                 404,
                 b"null",
                 rpc::code::INVALID_REQUEST,
-                "not found: GET serves /, /health, /status and /metrics; JSON-RPC is POST",
+                "not found: GET serves /, /health, /ready, /status, /metrics and /ui; JSON-RPC is POST",
             )
         }
     }
@@ -181,9 +189,7 @@ fn rpc_request(
                 .log_limit
                 .admit(Refusal::Loop.label(), peer.ip(), clock.now)
             {
-                error!(
-                    "forwarding loop: a request from {peer} already passed this proxy or too many (Via: {via}); check the --proxy chain"
-                );
+                event_log::forwarding_loop(peer, via);
             }
             return refuse(
                 508,
@@ -216,13 +222,11 @@ fn rpc_request(
     if let Some((claimed, wall_slot)) = observation.ignored_slot {
         ctx.metrics.ignored_slot_claims += 1;
         if ctx.log_limit.admit(FUTURE_SLOT_TOPIC, peer.ip(), clock.now) {
-            warn!(
-                "beacon {beacon} claims slot {claimed} beyond the wall-clock slot {wall_slot}; ignored"
-            );
+            event_log::ignored_slot(&beacon, claimed, wall_slot);
         }
     }
     if let Some(switch) = observation.switch {
-        info!("following beacon: {switch}");
+        event_log::switch(&switch);
     }
     let route = ctx.router.route(&beacon, call.as_ref(), ctx.upstreams);
     let method = call.as_ref().map_or(Method::Other, |c| c.method);
@@ -309,7 +313,7 @@ fn refuse_inspection(
         InspectError::InvalidParams { .. } => Refusal::InvalidParams,
     };
     ctx.metrics.on_refusal(refusal);
-    debug!("refused request from {peer}: {error}");
+    event_log::refused(log::Level::Debug, peer, error);
     refuse(400, id, error.code(), &error.to_string())
 }
 
@@ -327,7 +331,7 @@ fn unauthorized(
         .log_limit
         .admit(Refusal::Unauthorized.label(), peer.ip(), clock.now)
     {
-        warn!("refused request from {peer}: {error}");
+        event_log::refused(log::Level::Warn, peer, &error);
     }
     let id = match rpc::inspect(body) {
         Ok(Inspected::Call(call)) => Some(call.id),

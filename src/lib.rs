@@ -15,6 +15,7 @@ pub mod connections;
 pub mod core;
 pub mod demo;
 pub mod engine;
+pub mod event_log;
 pub mod event_loop;
 pub mod exchange;
 pub mod execution_client;
@@ -24,19 +25,24 @@ pub mod identity;
 pub mod inbound;
 pub mod jwt;
 pub mod log_limit;
+pub mod logger;
 pub mod metrics;
 pub mod net;
 pub mod network;
 pub mod outbound;
+pub mod readiness;
 pub mod recent;
 pub mod request;
 pub mod router;
 pub mod rpc;
+pub mod signal;
 pub mod sim;
 pub mod status;
 pub mod time;
 pub mod timer;
 pub mod tracker;
+pub mod ui;
+pub mod version;
 
 use std::io;
 
@@ -59,10 +65,11 @@ pub fn run(config: Config) -> io::Result<()> {
 
 fn log_startup(config: &Config, proxy: &Proxy) {
     info!(
-        "sync-proxy {} listening on {} (--ack {:?}, network {})",
-        env!("CARGO_PKG_VERSION"),
+        "sync-proxy {} ({}) listening on {} (--ack {}, network {})",
+        version::VERSION,
+        version::COMMIT,
         proxy.local_addr(),
-        config.ack,
+        config.ack.name(),
         config.chain_name
     );
     for (index, upstream) in config.upstreams.iter().enumerate() {

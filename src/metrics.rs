@@ -1,10 +1,13 @@
 //! Counters of the proxy as a whole, and their Prometheus text exposition (`GET /metrics`).
 //!
-//! Labels come from closed sets (method classes, error kinds, configured upstream URLs, tracked
-//! beacon ids, which are bounded), so a peer cannot blow up the number of series. Per-upstream
-//! counters live with each upstream ([`crate::execution_client::UpstreamStats`]) and are read
-//! at render time.
+//! Labels come from closed sets (method classes, error kinds, configured upstream URLs), or are
+//! capped: beacon-node identities are chosen by peers (a path, an address), so at most
+//! [`MAX_BEACON_LABELS`] get a label of their own and the rest are folded into
+//! `beacon="other"`; a peer cannot blow up the number of series. Label values are escaped as
+//! the text format requires. Per-upstream counters live with each upstream
+//! ([`crate::execution_client::UpstreamStats`]) and are read at render time.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -27,6 +30,17 @@ pub const METHOD_LABELS: [&str; 12] = [
     "other",
     "batch",
 ];
+
+/// Beacon nodes with a `beacon` label of their own; the rest are summed up as `other`. Fleets
+/// run 2–8 beacon nodes; without JWT any client can claim new identities, and each label is a
+/// series Prometheus keeps for weeks. The followed one always has its own label; the others are
+/// chosen by how many requests they sent, so real beacon nodes keep theirs during a flood of
+/// one-shot identities.
+pub const MAX_BEACON_LABELS: usize = 16;
+
+/// The `beacon` label of the beacon nodes beyond [`MAX_BEACON_LABELS`]. No identity can collide
+/// with it unnoticed: a beacon node really named `other` is folded in with them.
+pub const OTHER_BEACONS: &str = "other";
 
 /// Upper bounds (seconds) of the answer-latency histogram: from loopback microseconds to the
 /// spec's 8 s timeouts.
@@ -287,6 +301,12 @@ impl Metrics {
             "sync_proxy_answer_seconds_count {}",
             self.latency_count
         );
+        counter(
+            &mut out,
+            "sync_proxy_log_write_failures_total",
+            "Log lines dropped because stderr refused them (closed pipe, full disk).",
+            crate::logger::write_failures(),
+        );
         render_upstreams(&mut out, upstreams);
         render_beacons(&mut out, now, tracker);
         out
@@ -364,7 +384,7 @@ fn render_upstreams(out: &mut String, upstreams: &[ExecutionClient]) {
             let _ = writeln!(
                 out,
                 "{name}{{upstream=\"{}\"}} {}",
-                upstream.config.url,
+                label_value(&upstream.config.url),
                 read(upstream)
             );
         }
@@ -380,7 +400,7 @@ fn render_upstreams(out: &mut String, upstreams: &[ExecutionClient]) {
         let _ = writeln!(
             out,
             "sync_proxy_upstream_up{{upstream=\"{}\"}} {up}",
-            upstream.config.url
+            label_value(&upstream.config.url)
         );
     }
     header(
@@ -395,7 +415,7 @@ fn render_upstreams(out: &mut String, upstreams: &[ExecutionClient]) {
         let _ = writeln!(
             out,
             "sync_proxy_upstream_queued{{upstream=\"{}\"}} {queued}",
-            upstream.config.url
+            label_value(&upstream.config.url)
         );
     }
     header(
@@ -410,7 +430,7 @@ fn render_upstreams(out: &mut String, upstreams: &[ExecutionClient]) {
         let _ = writeln!(
             out,
             "sync_proxy_upstream_queued_bytes{{upstream=\"{}\"}} {bytes}",
-            upstream.config.url
+            label_value(&upstream.config.url)
         );
     }
 }
@@ -428,18 +448,25 @@ fn render_beacons(out: &mut String, now: Instant, tracker: &BeaconTracker) {
         "Requests from beacon nodes left untracked: the table was full of live ones ranking as high.",
         tracker.untracked(),
     );
+    let rows = beacon_rows(now, tracker);
+    gauge(
+        out,
+        "sync_proxy_beacons_tracked",
+        "Beacon nodes tracked (at most 64; labelled ones plus those folded into \"other\").",
+        tracker.beacons().count() as f64,
+    );
     header(
         out,
         "sync_proxy_beacon_slot",
         "gauge",
-        "Highest slot seen from each beacon node.",
+        "Highest slot seen from each beacon node (\"other\": the highest of the unlabelled ones).",
     );
-    for beacon in tracker.beacons() {
-        if let Some(slot) = beacon.slot {
+    for row in &rows {
+        if let Some(slot) = row.slot {
             let _ = writeln!(
                 out,
                 "sync_proxy_beacon_slot{{beacon=\"{}\"}} {slot}",
-                beacon.id
+                label_value(&row.label)
             );
         }
     }
@@ -447,14 +474,14 @@ fn render_beacons(out: &mut String, now: Instant, tracker: &BeaconTracker) {
         out,
         "sync_proxy_beacon_live",
         "gauge",
-        "1 while the beacon node sends requests.",
+        "1 while the beacon node sends requests (\"other\": how many unlabelled ones do).",
     );
-    for beacon in tracker.beacons() {
-        let live = u8::from(beacon.is_live(now));
+    for row in &rows {
         let _ = writeln!(
             out,
-            "sync_proxy_beacon_live{{beacon=\"{}\"}} {live}",
-            beacon.id
+            "sync_proxy_beacon_live{{beacon=\"{}\"}} {}",
+            label_value(&row.label),
+            row.live
         );
     }
     header(
@@ -463,14 +490,76 @@ fn render_beacons(out: &mut String, now: Instant, tracker: &BeaconTracker) {
         "gauge",
         "1 for the followed beacon node.",
     );
-    for beacon in tracker.beacons() {
+    for row in &rows {
         let _ = writeln!(
             out,
             "sync_proxy_beacon_followed{{beacon=\"{}\"}} {}",
-            beacon.id,
-            u8::from(beacon.is_best)
+            label_value(&row.label),
+            u8::from(row.followed)
         );
     }
+}
+
+/// One `beacon` label's values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct BeaconRow {
+    label: String,
+    slot: Option<u64>,
+    live: u64,
+    followed: bool,
+}
+
+/// The labelled beacon nodes (followed first, then by requests sent, ties by id) and, when
+/// more are tracked than [`MAX_BEACON_LABELS`], one `other` row summing up the rest.
+fn beacon_rows(now: Instant, tracker: &BeaconTracker) -> Vec<BeaconRow> {
+    let mut beacons: Vec<_> = tracker.beacons().collect();
+    beacons.sort_by(|a, b| {
+        (b.is_best, b.requests)
+            .cmp(&(a.is_best, a.requests))
+            .then_with(|| a.id.cmp(b.id))
+    });
+    let mut rows = Vec::with_capacity(MAX_BEACON_LABELS + 1);
+    let mut other: Option<BeaconRow> = None;
+    for (rank, beacon) in beacons.iter().enumerate() {
+        let live = u64::from(beacon.is_live(now));
+        if rank < MAX_BEACON_LABELS && beacon.id != OTHER_BEACONS {
+            rows.push(BeaconRow {
+                label: beacon.id.to_owned(),
+                slot: beacon.slot,
+                live,
+                followed: beacon.is_best,
+            });
+            continue;
+        }
+        let folded = other.get_or_insert_with(|| BeaconRow {
+            label: OTHER_BEACONS.to_owned(),
+            slot: None,
+            live: 0,
+            followed: false,
+        });
+        folded.slot = folded.slot.max(beacon.slot);
+        folded.live += live;
+        folded.followed |= beacon.is_best;
+    }
+    rows.extend(other);
+    rows
+}
+
+/// A label value as the text format wants it: backslash, double quote and newline escaped.
+pub fn label_value(text: &str) -> Cow<'_, str> {
+    if !text.contains(['\\', '"', '\n']) {
+        return Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    Cow::Owned(escaped)
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -485,4 +574,71 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
 fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
     header(out, name, "gauge", help);
     let _ = writeln!(out, "{name} {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::tracker::TrackerConfig;
+
+    const WALL: u64 = 1000;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label_value("http://a:1/x"), "http://a:1/x");
+        assert!(matches!(label_value("plain"), Cow::Borrowed(_)));
+        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn few_beacons_each_have_a_label() {
+        let now = Instant::now();
+        let mut tracker = BeaconTracker::new(TrackerConfig::default());
+        tracker.observe("bn-1", Some(WALL), now, WALL);
+        tracker.observe("bn-2", Some(WALL - 1), now, WALL);
+        let rows = beacon_rows(now, &tracker);
+        let labels: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
+        assert_eq!(labels, ["bn-1", "bn-2"]);
+        assert!(rows[0].followed);
+    }
+
+    #[test]
+    fn beacons_beyond_the_cap_fold_into_other_and_the_followed_keeps_its_label() {
+        let now = Instant::now();
+        let mut tracker = BeaconTracker::new(TrackerConfig::default());
+        // The real beacon nodes send many requests; a flood of identities one each.
+        for _ in 0..5 {
+            tracker.observe("bn-real-1", Some(WALL - 1), now, WALL);
+            tracker.observe("bn-real-2", Some(WALL - 2), now, WALL);
+        }
+        for i in 0..40 {
+            tracker.observe(&format!("flood-{i:02}"), Some(WALL - 3), now, WALL);
+        }
+        let rows = beacon_rows(now, &tracker);
+        assert_eq!(rows.len(), MAX_BEACON_LABELS + 1);
+        assert_eq!(rows[0].label, "bn-real-1");
+        assert!(rows[0].followed);
+        assert_eq!(rows[1].label, "bn-real-2");
+        let other = rows.last().unwrap();
+        assert_eq!(other.label, OTHER_BEACONS);
+        assert_eq!(other.slot, Some(WALL - 3));
+        assert_eq!(other.live, 40 + 2 - MAX_BEACON_LABELS as u64);
+        assert!(!other.followed);
+        let mut labels: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
+        labels.dedup();
+        assert_eq!(labels.len(), rows.len(), "one row per label");
+    }
+
+    #[test]
+    fn a_beacon_named_other_is_folded_not_duplicated() {
+        let now = Instant::now();
+        let mut tracker = BeaconTracker::new(TrackerConfig::default());
+        tracker.observe("bn-1", Some(WALL), now, WALL);
+        tracker.observe(OTHER_BEACONS, Some(WALL - 1), now, WALL);
+        let rows = beacon_rows(now, &tracker);
+        let others = rows.iter().filter(|r| r.label == OTHER_BEACONS).count();
+        assert_eq!(others, 1);
+        assert_eq!(rows.len(), 2);
+    }
 }

@@ -11,6 +11,11 @@ use std::time::Instant;
 use crate::engine::{Lane, Method};
 use crate::rpc::Call;
 
+/// The request body of a health probe of an execution client: cheap, read-only, served by
+/// every execution client. (A chained proxy's probe has an empty body: `GET /health`.)
+pub const PROBE_BODY: &[u8] =
+    br#"{"jsonrpc":"2.0","id":"sync-proxy-probe","method":"eth_syncing","params":[]}"#;
+
 /// Identifies an [`crate::exchange::Exchange`] waiting for legs' outcomes.
 pub type ExchangeId = u64;
 
@@ -65,7 +70,7 @@ impl Request {
         self.method.lane()
     }
 
-    /// A short human description for logs: method and id.
+    /// A short human description for logs: method and id, or what a call-less request is.
     pub fn describe(&self) -> String {
         match &self.call {
             Some(call) => format!(
@@ -73,6 +78,10 @@ impl Request {
                 call.method_name,
                 String::from_utf8_lossy(&call.id)
             ),
+            // Only the proxy's own probes have no call and are not batches: a beacon node's
+            // request is inspected, and one with this exact body would be a call.
+            None if *self.body == *PROBE_BODY => "health probe eth_syncing".to_owned(),
+            None if self.body.is_empty() => "health probe GET /health".to_owned(),
             None => "batch".to_owned(),
         }
     }
@@ -94,6 +103,8 @@ pub struct Leg {
     pub probe: bool,
     /// A catch-up replay of a request the upstream missed, sent ahead of newer ones.
     pub replay: bool,
+    /// When it was last handed to a connection, to measure the upstream's latency.
+    pub sent_at: Option<Instant>,
 }
 
 impl Leg {
@@ -106,11 +117,37 @@ impl Leg {
             reported: false,
             probe: false,
             replay: false,
+            sent_at: None,
         }
     }
 
     /// Body bytes this leg keeps alive while queued.
     pub fn body_bytes(&self) -> usize {
         self.request.body.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(body: &[u8]) -> Request {
+        Request {
+            body: body.into(),
+            call: None,
+            method: Method::Other,
+            authorization: None,
+            beacon: Rc::from("sync-proxy"),
+            via: None,
+            received_at: Instant::now(),
+            serial: 0,
+        }
+    }
+
+    #[test]
+    fn call_less_requests_describe_what_they_are() {
+        assert_eq!(request(PROBE_BODY).describe(), "health probe eth_syncing");
+        assert_eq!(request(b"").describe(), "health probe GET /health");
+        assert_eq!(request(br#"[{"jsonrpc":"2.0"}]"#).describe(), "batch");
     }
 }

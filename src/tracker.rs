@@ -23,6 +23,7 @@
 //!   a claim (a path, an address), so a flood of new names must not push real BNs out; a
 //!   newcomer that ranks no higher than every live BN is simply not tracked, and is counted.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,10 @@ const _: () = assert!(MAX_BEACONS > 1);
 /// last few slots (reorgs on mainnet are one or two blocks deep); 128 blocks, four epochs,
 /// cover that with a wide margin, and a head older than that is too stale to be worth a slot.
 pub const MAX_BLOCKS: usize = 128;
+
+/// Recent switches kept for `/status` and `/ui`: enough to see a flapping selection (several
+/// switches a minute) at a glance; the total is counted separately.
+pub const MAX_RECENT_SWITCHES: usize = 16;
 
 /// Default `--beacon-timeout`: one slot, since a healthy BN sends at least a fork-choice update
 /// per slot.
@@ -135,6 +140,17 @@ impl fmt::Display for Switch {
     }
 }
 
+/// A switch as remembered for operators: when it happened and at which wall-clock slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecentSwitch {
+    /// When the switch happened.
+    pub at: Instant,
+    /// The wall-clock slot at the time.
+    pub wall_slot: u64,
+    /// The switch itself.
+    pub switch: Switch,
+}
+
 /// One tracked BN as shown by `/status` and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BeaconView<'a> {
@@ -170,6 +186,8 @@ pub struct BeaconTracker {
     switches: u64,
     /// Requests from BNs left untracked because the table was full of BNs ranking as high.
     untracked: u64,
+    /// The last [`MAX_RECENT_SWITCHES`] switches, oldest first.
+    recent: VecDeque<RecentSwitch>,
 }
 
 impl BeaconTracker {
@@ -182,6 +200,7 @@ impl BeaconTracker {
             next_arrival: 0,
             switches: 0,
             untracked: 0,
+            recent: VecDeque::with_capacity(MAX_RECENT_SWITCHES),
         }
     }
 
@@ -270,6 +289,11 @@ impl BeaconTracker {
         self.untracked
     }
 
+    /// The last [`MAX_RECENT_SWITCHES`] switches, newest first.
+    pub fn recent_switches(&self) -> impl Iterator<Item = &RecentSwitch> {
+        self.recent.iter().rev()
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> TrackerConfig {
         self.config
@@ -320,6 +344,20 @@ impl BeaconTracker {
 
     /// Applies the selection rules as of `now` and records the switch, if any.
     fn reselect(&mut self, now: Instant, wall_slot: u64) -> Option<Switch> {
+        let switch = self.choose(now, wall_slot)?;
+        if self.recent.len() == MAX_RECENT_SWITCHES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(RecentSwitch {
+            at: now,
+            wall_slot,
+            switch: switch.clone(),
+        });
+        Some(switch)
+    }
+
+    /// The selection rules: the switch they call for as of `now`, applied.
+    fn choose(&mut self, now: Instant, wall_slot: u64) -> Option<Switch> {
         let timeout = self.config.beacon_timeout;
         let challenger = self.highest_live(now);
         let Some(best) = self.best_entry() else {
@@ -494,6 +532,32 @@ mod tests {
         assert!(t.is_best("bn-1"));
         assert!(!t.is_best("bn-2"));
         assert_eq!(t.switches(), 1);
+    }
+
+    #[test]
+    fn recent_switches_keep_the_last_few_newest_first() {
+        let t0 = Instant::now();
+        let mut t = tracker();
+        // Two beacon nodes overtaking each other, far more often than the ring holds.
+        let rounds = MAX_RECENT_SWITCHES as u64 + 5;
+        for round in 0..rounds {
+            let id = if round % 2 == 0 { "a" } else { "b" };
+            let at = t0 + SECOND * u32::try_from(round).unwrap();
+            t.observe(id, Some(WALL - 100 + 3 * round), at, WALL + round);
+        }
+        assert_eq!(t.switches(), rounds);
+        let recent: Vec<&RecentSwitch> = t.recent_switches().collect();
+        assert_eq!(recent.len(), MAX_RECENT_SWITCHES);
+        let newest = recent[0];
+        assert_eq!(newest.wall_slot, WALL + rounds - 1);
+        assert_eq!(newest.at, t0 + SECOND * u32::try_from(rounds - 1).unwrap());
+        assert_eq!(newest.switch.reason, SwitchReason::Overtaken);
+        assert!(recent.windows(2).all(|w| w[0].at > w[1].at), "newest first");
+        assert_eq!(
+            recent[MAX_RECENT_SWITCHES - 1].wall_slot,
+            WALL + rounds - MAX_RECENT_SWITCHES as u64,
+            "the oldest were let go"
+        );
     }
 
     #[test]

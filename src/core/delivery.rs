@@ -9,10 +9,11 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, trace, warn};
+use log::{debug, trace};
 
 use super::{Core, LinkEvent, LinkId, Output, Timer};
 use crate::engine::{Lane, Method};
+use crate::event_log;
 use crate::exchange::{Breakage, Class, LegFailure, classify};
 use crate::execution_client::{Eviction, ExecutionClient, HealthChange};
 use crate::outbound::{Response, UpstreamError};
@@ -121,12 +122,7 @@ impl Core {
                     .get_mut(index)
                     .and_then(|u| u.note_drop(clock.now));
                 if let Some(count) = due {
-                    warn!(
-                        "{}: queue full, dropped {count} request(s), latest {} from {}",
-                        self.names[index],
-                        leg.request.describe(),
-                        leg.request.beacon
-                    );
+                    event_log::dropped(&self.names[index], count, Some(&leg.request));
                 }
                 self.settle(index, leg, Err(LegFailure::Dropped), None, clock);
             }
@@ -166,9 +162,11 @@ impl Core {
         let timeout = if leg.probe {
             ExecutionClient::probe_timeout()
         } else {
-            self.config.timeout_for(leg.request.method)
+            self.config
+                .leg_timeout(upstream.config.kind, leg.request.method)
         };
         leg.attempts = leg.attempts.saturating_add(1);
+        leg.sent_at = Some(clock.now);
         upstream.on_sent();
         trace!(
             "{}: sending {}",
@@ -315,6 +313,7 @@ impl Core {
         let Some(upstream) = self.upstreams.get_mut(index) else {
             return;
         };
+        upstream.observe(&leg, &response, clock.now);
         let change = match (leg.probe && !upstream.is_proxy(), class) {
             (true, Class::Broken(_)) => upstream.on_bad_answer(clock.now, false),
             (true, _) => upstream.on_probe_answer(clock.now),
@@ -403,21 +402,19 @@ impl Core {
                 }
             }
             HealthChange::Up => {
-                info!("{name} is up");
+                event_log::upstream_up(name);
                 self.catch_up(index, false);
             }
             HealthChange::UpFromDown => {
-                info!("{name} is up again");
+                event_log::upstream_up(name);
                 self.catch_up(index, true);
             }
             HealthChange::Reachable => {
-                info!("{name} is reachable again; not primary until an engine call succeeds");
+                event_log::upstream_reachable(name);
                 self.catch_up(index, true);
             }
-            HealthChange::Demoted => {
-                warn!("{name} is unhealthy: {cause}; other execution clients answer for it");
-            }
-            HealthChange::Down => warn!("{name} is down: {cause}"),
+            HealthChange::Demoted => event_log::upstream_unhealthy(name, cause),
+            HealthChange::Down => event_log::upstream_down(name, cause, true),
         }
         if self.upstreams.get(index).is_some_and(|u| !u.is_available()) {
             self.on_unreachable(index, clock);
@@ -458,10 +455,7 @@ impl Core {
             .iter()
             .filter(|r| matches!(r.method, Method::NewPayload(_)))
             .count();
-        info!(
-            "{}: catching up with {payloads} recent payloads, then the followed head",
-            upstream.config.url
-        );
+        event_log::catch_up(&upstream.config.url, payloads);
         let legs = missed
             .into_iter()
             .map(|request| Leg {
@@ -535,11 +529,7 @@ impl Core {
                         if let Some(upstream) = self.upstreams.get_mut(index) {
                             upstream.stats.status_mismatches += 1;
                         }
-                        warn!(
-                            "{} disagrees with another execution client on {} (block/head status differs)",
-                            self.names[index],
-                            leg.request.describe()
-                        );
+                        event_log::status_mismatch(&self.names[index], &leg.request);
                     }
                 }
                 _ => self.router.on_failure(index, call),

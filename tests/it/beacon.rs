@@ -377,7 +377,19 @@ fn demo_runs_to_completion() {
         stdout.contains("What each execution client received"),
         "{stdout}"
     );
-    assert_eq!(stdout.matches("15 distinct blocks").count(), 3, "{stdout}");
+    assert!(
+        stderr.contains(" is down: "),
+        "an execution client fails: {stderr}"
+    );
+    assert!(
+        stdout.contains("the proxy's own answer"),
+        "SYNCING is explained: {stdout}"
+    );
+    assert_eq!(stdout.matches("16 distinct blocks").count(), 3, "{stdout}");
+    assert!(
+        stdout.contains("16 distinct blocks (down for two slots, then caught up by the proxy)"),
+        "the crashed execution client got every block: {stdout}"
+    );
 }
 
 /// Found with real Lodestar nodes (tests/interop): the second beacon node's copy of a block

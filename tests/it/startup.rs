@@ -9,8 +9,13 @@ use crate::support::mock_el::MockEl;
 use crate::support::{ProxyProcess, WAIT, post, rpc};
 
 fn start_failure(args: &[&str]) -> String {
+    start_failure_with_env(args, &[])
+}
+
+fn start_failure_with_env(args: &[&str], env: &[(&str, &str)]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_sync-proxy"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run sync-proxy");
     assert_eq!(output.status.code(), Some(2), "{args:?}");
@@ -128,4 +133,72 @@ fn execution_client_url_credentials_are_redacted() {
     }
     let line = start_failure(&["--el", "http://user:hunter2@127.0.0.1:1"]);
     assert!(!line.contains("hunter2"), "{line}");
+}
+
+#[test]
+fn environment_errors_name_the_variable_and_the_value_given() {
+    for (var, value) in [("BEACON_EXPIRY_MS", "abc"), ("SYNC_PROXY_ACK", "bogus")] {
+        let line = start_failure_with_env(&["--el", "127.0.0.1:1"], &[(var, value)]);
+        assert!(
+            line.starts_with(&format!("sync-proxy: invalid {var} \"{value}\": ")),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn flags_written_with_equals_and_go_spellings_start_the_proxy() {
+    let el = MockEl::start("el-0");
+    let proxy = ProxyProcess::start(&[
+        &format!("--el={}", el.url()),
+        "--listen=127.0.0.1:0",
+        "-json",
+        "-proxy-request-timeout=500",
+    ]);
+    assert_eq!(
+        post(proxy.addr(), &rpc(json!(1), "eth_chainId", json!([]))).json()["result"],
+        "el-0"
+    );
+    let first = proxy.logs().into_iter().next().unwrap_or_default();
+    assert!(first.starts_with('{'), "-json gives JSON lines: {first}");
+    assert!(
+        first.contains("(--ack primary,"),
+        "the mode as the flag spells it: {first}"
+    );
+    let help = Command::new(env!("CARGO_BIN_EXE_sync-proxy"))
+        .arg("-help")
+        .output()
+        .unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--el"));
+}
+
+#[test]
+fn version_prints_version_commit_target_and_profile() {
+    for args in [
+        &["--version"][..],
+        &["version"],
+        &["--el", "127.0.0.1:1", "-V"],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_sync-proxy"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{args:?}");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(
+            lines[0],
+            format!("sync-proxy {}", env!("CARGO_PKG_VERSION"))
+        );
+        for (line, key) in lines[1..].iter().zip(["commit:", "target:", "profile:"]) {
+            let value = line.strip_prefix(key).map(str::trim).unwrap_or_default();
+            assert!(!value.is_empty(), "{key} in {text}");
+        }
+        assert!(
+            text.contains("x86_64-") || text.contains("aarch64-"),
+            "{text}"
+        );
+    }
 }

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 /// Longest a test waits for anything; generous for a loaded 2-core CI machine.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The line the test support adds to a proxy's logs once it closed the log pipe.
+pub const LOG_CLOSED: &str = "<test support: log pipe closed>";
+
 /// A running `sync-proxy` process.
 pub struct ProxyProcess {
     child: Child,
@@ -30,8 +33,28 @@ impl ProxyProcess {
 
     /// Like [`ProxyProcess::start`] with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> ProxyProcess {
+        Self::spawn(args, env, None)
+    }
+
+    /// Starts the proxy and closes its log pipe after `lines` lines, as `2>&1 | head -2` does
+    /// when `head` exits; returns once the pipe is closed.
+    pub fn start_closing_log_after(args: &[&str], lines: usize) -> ProxyProcess {
+        let proxy = Self::spawn(args, &[], Some(lines));
+        assert!(
+            proxy.wait_log(LOG_CLOSED, WAIT).is_some(),
+            "the test closed the log pipe"
+        );
+        proxy
+    }
+
+    fn spawn(args: &[&str], env: &[(&str, &str)], close_after: Option<usize>) -> ProxyProcess {
         let mut all: Vec<&str> = Vec::new();
-        if !args.contains(&"--listen") && !args.contains(&"-addr") {
+        let listens = args.iter().any(|a| {
+            ["--listen", "-addr"]
+                .iter()
+                .any(|flag| a == flag || a.starts_with(&format!("{flag}=")))
+        });
+        if !listens {
             all.extend(["--listen", "127.0.0.1:0"]);
         }
         all.extend_from_slice(args);
@@ -49,12 +72,18 @@ impl ProxyProcess {
         let stderr = child.stderr.take().expect("stderr");
         let sink = Arc::clone(&logs);
         thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
+            let (lock, condvar) = &*sink;
+            for (count, line) in BufReader::new(stderr).lines().enumerate() {
                 let Ok(line) = line else { break };
-                let (lock, condvar) = &*sink;
                 lock.lock().unwrap().push(line);
                 condvar.notify_all();
+                if close_after == Some(count + 1) {
+                    break;
+                }
             }
+            // The reader is dropped here: the pipe's read end closes.
+            lock.lock().unwrap().push(LOG_CLOSED.to_owned());
+            condvar.notify_all();
         });
         let line = wait_line(&logs, "listening on", WAIT).unwrap_or_else(|| {
             let _ = child.kill();

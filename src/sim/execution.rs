@@ -76,8 +76,8 @@ pub enum Reply {
 pub struct ExecutionModel {
     /// Its name in traces (`el-0`…).
     pub name: String,
-    /// Blocks it has validated, with their slot.
-    known: HashMap<[u8; 32], u64>,
+    /// Blocks it has validated, with their slot and when it learned them.
+    known: HashMap<[u8; 32], (u64, Duration)>,
     /// Payloads it built, by id: the head they build on.
     built: HashMap<[u8; 8], [u8; 32]>,
     /// The fault it suffers from now.
@@ -90,7 +90,7 @@ impl ExecutionModel {
     /// A healthy client that knows `genesis`.
     pub fn new(name: String, genesis: [u8; 32], base_ms: u64) -> ExecutionModel {
         let mut known = HashMap::new();
-        known.insert(genesis, 0);
+        known.insert(genesis, (0, Duration::ZERO));
         ExecutionModel {
             name,
             known,
@@ -100,19 +100,21 @@ impl ExecutionModel {
         }
     }
 
-    /// Whether it has validated `hash`.
-    pub fn knows(&self, hash: &[u8; 32]) -> bool {
-        self.known.contains_key(hash)
+    /// Whether it had validated `hash` by `time`.
+    pub fn knew(&self, hash: &[u8; 32], time: Duration) -> bool {
+        self.known.get(hash).is_some_and(|(_, at)| *at <= time)
     }
 
-    /// Learns blocks by devp2p sync (the simulator passes their ancestry).
-    pub fn learn(&mut self, blocks: impl IntoIterator<Item = ([u8; 32], u64)>) {
-        self.known.extend(blocks);
+    /// Learns blocks by devp2p sync at `now` (the simulator passes their ancestry).
+    pub fn learn(&mut self, blocks: impl IntoIterator<Item = ([u8; 32], u64)>, now: Duration) {
+        for (hash, slot) in blocks {
+            self.known.entry(hash).or_insert((slot, now));
+        }
     }
 
     /// A restart from an old snapshot: forgets blocks after `slot`, and the payloads it built.
     pub fn forget_after(&mut self, slot: u64) {
-        self.known.retain(|_, s| *s <= slot);
+        self.known.retain(|_, (s, _)| *s <= slot);
         self.built.clear();
     }
 
@@ -122,6 +124,7 @@ impl ExecutionModel {
         body: &[u8],
         slot_of: &dyn Fn(&[u8; 32]) -> u64,
         rng: &mut Rng,
+        now: Duration,
     ) -> Reply {
         let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let id = request.get("id").cloned().unwrap_or(Value::Null);
@@ -154,7 +157,7 @@ impl ExecutionModel {
             let status = if self.fault == Fault::Syncing {
                 "SYNCING"
             } else if self.known.contains_key(&parent) {
-                self.known.insert(hash, slot_of(&hash));
+                self.known.entry(hash).or_insert((slot_of(&hash), now));
                 "VALID"
             } else {
                 "SYNCING"

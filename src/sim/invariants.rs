@@ -210,12 +210,12 @@ impl Checker {
                 ))
             }
             Call::NewPayload(block) if verdict == Some("SYNCING") => {
-                let knew = healthy_els.iter().find(|el| el.knows(&block))?;
+                let knew = healthy_els.iter().find(|el| el.knew(&block, sent.sent))?;
                 Some((
                     "no_syncing_where_an_execution_client_knew_valid",
                     "SYNCING makes the beacon node's head optimistic: no attestations, no proposals",
                     format!(
-                        "newPayload id={id} answered SYNCING although {} had validated the block",
+                        "newPayload id={id} answered SYNCING although {} had validated the block before it was sent",
                         knew.name
                     ),
                 ))
@@ -223,13 +223,13 @@ impl Checker {
             Call::ForkChoice(head, attributes)
                 if sent.may_move_head && verdict == Some("SYNCING") =>
             {
-                let knew = healthy_els.iter().find(|el| el.knows(&head))?;
+                let knew = healthy_els.iter().find(|el| el.knew(&head, sent.sent))?;
                 let _ = attributes;
                 Some((
                     "no_syncing_where_an_execution_client_knew_valid",
                     "SYNCING makes the beacon node's head optimistic: no attestations, no proposals",
                     format!(
-                        "forkchoiceUpdated id={id} answered SYNCING although {} knew the head",
+                        "forkchoiceUpdated id={id} answered SYNCING although {} knew the head when it was sent",
                         knew.name
                     ),
                 ))
@@ -237,7 +237,7 @@ impl Checker {
             Call::ForkChoice(head, Some(_))
                 if sent.may_move_head && answer["result"]["payloadId"].is_null() =>
             {
-                let knew = healthy_els.iter().find(|el| el.knows(&head))?;
+                let knew = healthy_els.iter().find(|el| el.knew(&head, sent.sent))?;
                 let _ = now;
                 Some((
                     "proposer_gets_a_payload_id",

@@ -254,6 +254,8 @@ struct Sim {
     proposals: HashMap<u64, [u8; 32]>,
     /// Send the next newPayload twice (a beacon node's duplicate).
     duplicate: Vec<bool>,
+    /// Per execution client: its last answer was cut by a reset.
+    just_reset: Vec<bool>,
     next_id: u64,
     next_serial: u64,
     checker: Checker,
@@ -316,6 +318,7 @@ impl Sim {
             events: HashMap::new(),
             next_event: 0,
             duplicate: vec![false; options.beacons],
+            just_reset: vec![false; options.executions],
             beacons,
             els,
             el_addrs,
@@ -474,7 +477,7 @@ impl Sim {
             }
             Event::Learn { el, hash } => {
                 let ancestry = self.ancestry(hash);
-                self.els[el].learn(ancestry);
+                self.els[el].learn(ancestry, self.t);
                 Ok(())
             }
             Event::Heal { el, forget_after } => {
@@ -491,7 +494,7 @@ impl Sim {
                 if self.els[el].fault == Fault::Syncing {
                     // The resync finished: it has the chain up to the tip.
                     let ancestry = self.ancestry(self.tip);
-                    self.els[el].learn(ancestry);
+                    self.els[el].learn(ancestry, self.t);
                 }
                 self.els[el].fault = Fault::None;
                 self.checker.on_health(el, None, self.t);
@@ -1144,7 +1147,7 @@ impl Sim {
         }
         let blocks = &self.blocks;
         let slot_of = |hash: &[u8; 32]| blocks.get(hash).map_or(0, |b| b.slot);
-        let reply = self.els[el].handle(body, &slot_of, &mut self.rng);
+        let reply = self.els[el].handle(body, &slot_of, &mut self.rng, self.t);
         let Reply::Answer {
             status,
             body,
@@ -1168,8 +1171,10 @@ impl Sim {
         }
         let chunked = self.rng.chance(300);
         let mut bytes = frame(status, &body, chunked);
-        // A reset in the middle of an answer.
-        let hangup = self.rng.chance(5);
+        // A reset in the middle of an answer, now and then, never twice in a row (a reset is a
+        // blip, not the execution client's way of answering).
+        let hangup = !std::mem::take(&mut self.just_reset[el]) && self.rng.chance(5);
+        self.just_reset[el] = hangup;
         if hangup {
             bytes.truncate(bytes.len() / 2);
         }

@@ -526,6 +526,7 @@ impl Core {
             .is_some_and(|deadline| now >= deadline)
         {
             self.give_up(now);
+            self.release_held(clock);
         }
     }
 
@@ -588,6 +589,10 @@ impl Core {
                 let answer = exchange.on_timeout();
                 self.finish(id, exchange.reply_to, answer, now);
             }
+        }
+        // A fork choice held for the followed node's head may wait longer than the grace.
+        for held in &mut self.held {
+            held.deadline = held.deadline.min(now);
         }
     }
 

@@ -464,14 +464,16 @@ impl<S: Connecting> Outbound<S> {
                 Ok(Some(head)) => break head,
             }
         };
+        if matches!(head.framing, Framing::Length(n) if n > self.max_body_bytes as u64) {
+            // Failed with the head still in the buffer: the answer started (the request was
+            // carried out), so it is not retried as if nothing had come.
+            return Some(self.fail(UpstreamError::BadBody(BodyError::TooLarge)));
+        }
         self.input.consume(head.head_bytes);
         let State::Receiving { reading } = &mut self.state else {
             return None;
         };
         match head.framing {
-            Framing::Length(n) if n > self.max_body_bytes as u64 => {
-                Some(self.fail(UpstreamError::BadBody(BodyError::TooLarge)))
-            }
             Framing::Length(n) => {
                 // Bounded by max_body_bytes just above, so the cast is exact.
                 let expected = n as usize;
@@ -767,8 +769,12 @@ mod tests {
             MAX_BODY + 1
         );
         arrive(&mut connection, &[head.as_bytes()]);
-        let (error, _) = failed(drive(&mut connection).0);
+        let (error, started) = failed(drive(&mut connection).0);
         assert_eq!(error, UpstreamError::BadBody(BodyError::TooLarge));
+        assert!(
+            started,
+            "the head came: the request may have been carried out"
+        );
     }
 
     #[test]

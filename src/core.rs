@@ -141,6 +141,8 @@ pub struct Core {
     open_connections: usize,
     shutdown_deadline: Option<Instant>,
     outputs: VecDeque<Output>,
+    /// The grace period ended and everyone waiting was answered.
+    gave_up: bool,
     /// Fork choices held for the followed beacon node to name their head.
     held: Vec<Held>,
     /// Log lines a peer can trigger, rate-limited per reason and peer.
@@ -182,6 +184,7 @@ impl Core {
             open_connections: 0,
             shutdown_deadline: None,
             outputs: VecDeque::new(),
+            gave_up: false,
             held: Vec::new(),
             log_limit: LogLimiter::new(),
             followers: IdMap::default(),
@@ -247,7 +250,8 @@ impl Core {
             .chain(probes)
             .chain(drop_logs)
             .chain(self.router.deadline())
-            .chain(self.shutdown_deadline)
+            // Past the grace, the loop only lingers for answers: no timer to spin on.
+            .chain(self.shutdown_deadline.filter(|_| !self.gave_up))
             .chain(self.held.iter().map(|h| h.deadline))
             .chain(self.log_limit.deadline())
             .min()
@@ -579,7 +583,8 @@ impl Core {
     /// The grace period is over: every beacon node still waiting is answered now.
     fn give_up(&mut self, now: Instant) {
         let left = self.queued_requests();
-        if left > 0 {
+        let first = !std::mem::replace(&mut self.gave_up, true);
+        if left > 0 && first {
             warn!("grace period over: {left} queued requests not delivered");
         }
         let mut waiting: Vec<ExchangeId> = self.exchanges.keys().copied().collect();

@@ -34,8 +34,9 @@ const MAX_ATTEMPTS: u8 = 2;
 fn is_retryable(leg: &Leg, link: &Link, error: UpstreamError, answer_started: bool) -> bool {
     let connection_failed = matches!(error, UpstreamError::Closed | UpstreamError::Io(_));
     let stale = link.served > 0 && !answer_started;
-    connection_failed
-        && (stale || leg.request.method.is_engine() || leg.request.method.lane() == Lane::State)
+    let engine = leg.request.method.is_engine() || leg.request.method.lane() == Lane::State;
+    // A probe cut short says nothing yet: one blip must not mark the upstream down.
+    connection_failed && (stale || engine || leg.probe)
 }
 
 /// An upstream connection as the core knows it.

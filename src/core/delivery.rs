@@ -138,7 +138,7 @@ impl Core {
             .get(index)
             .is_some_and(ExecutionClient::needs_catch_up);
         if lane == Lane::State && behind && self.lane_is_idle(index, lane) {
-            self.catch_up(index, false);
+            self.catch_up(index, false, clock);
         }
         let Some(upstream) = self.upstreams.get_mut(index) else {
             return;
@@ -399,20 +399,20 @@ impl Core {
                 // A demoted execution client that answers probes again is fed what it missed
                 // now, so its next engine call finds it at the head.
                 if cause.is_empty() && self.upstreams.get(index).is_some_and(|u| !u.is_healthy()) {
-                    self.catch_up(index, false);
+                    self.catch_up(index, false, clock);
                 }
             }
             HealthChange::Up => {
                 event_log::upstream_up(name);
-                self.catch_up(index, false);
+                self.catch_up(index, false, clock);
             }
             HealthChange::UpFromDown => {
                 event_log::upstream_up(name);
-                self.catch_up(index, true);
+                self.catch_up(index, true, clock);
             }
             HealthChange::Reachable => {
                 event_log::upstream_reachable(name);
-                self.catch_up(index, true);
+                self.catch_up(index, true, clock);
             }
             HealthChange::Demoted => event_log::upstream_unhealthy(name, cause),
             HealthChange::Down => event_log::upstream_down(name, cause, true),
@@ -441,7 +441,7 @@ impl Core {
 
     /// Queues what an upstream missed (recent payloads, then the followed head) ahead of its
     /// state lane; after an outage (`everything`), every recent payload.
-    fn catch_up(&mut self, index: usize, everything: bool) {
+    fn catch_up(&mut self, index: usize, everything: bool, clock: Clock) {
         let Some(upstream) = self.upstreams.get_mut(index) else {
             return;
         };
@@ -465,6 +465,8 @@ impl Core {
             })
             .collect();
         upstream.queue_catch_up(legs);
+        // Often a probe on the read lane brought this on: the state lane must move by itself.
+        self.pump(index, Lane::State, clock);
     }
 
     /// Gives the copies of a payload that other beacon nodes sent while `index` was validating

@@ -43,6 +43,20 @@ pub enum Lane {
     Read,
 }
 
+impl Lane {
+    /// Connections a lane may have per upstream. State-changing calls go one at a time, in
+    /// order (the Engine API's rule), so one. Reads get a small pool: one beacon node's slow
+    /// `getPayloadBodiesByRange` or `eth_getLogs` must not hold another's `getPayload` (a
+    /// proposal) behind it, and a pool serves any mix of slow reads without deciding which
+    /// ones are critical; three bounds what a flood of reads can open.
+    pub fn max_links(self) -> usize {
+        match self {
+            Lane::State => 1,
+            Lane::Read => 3,
+        }
+    }
+}
+
 impl Method {
     /// Classifies a method name; unknown or malformed engine versions become `OtherEngine`.
     pub fn classify(name: &str) -> Method {

@@ -134,13 +134,14 @@ pub struct Verdict {
     pub at: Instant,
 }
 
-/// One lane: a queue and at most one connection.
+/// One lane: a queue and its connections (one for state-changing calls, a small pool for
+/// reads: see [`Lane::max_links`]).
 #[derive(Debug, Default)]
 pub struct LaneState {
     queue: VecDeque<Leg>,
     queued_bytes: usize,
-    /// This lane's connection, if one is open or opening.
-    pub link: Option<LinkId>,
+    /// This lane's connections, open or opening.
+    pub links: Vec<LinkId>,
 }
 
 impl LaneState {

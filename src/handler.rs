@@ -13,7 +13,7 @@ use std::rc::Rc;
 use log::{debug, trace};
 
 use crate::config::Config;
-use crate::engine::Method;
+use crate::engine::{Lane, Method};
 use crate::event_log;
 use crate::exchange::Answer;
 use crate::http::head::RequestMethod;
@@ -201,6 +201,15 @@ fn rpc_request(
     }
     let call = match inspected {
         Ok(Inspected::Call(call)) => Some(call),
+        Ok(Inspected::Batch { .. }) if changes_state(&body) => {
+            ctx.metrics.on_refusal(Refusal::InvalidRequest);
+            return refuse(
+                200,
+                b"null",
+                rpc::code::INVALID_REQUEST,
+                "a batch may not carry state-changing engine calls (newPayload, forkchoiceUpdated, builder_*): send them one by one, in order",
+            );
+        }
         Ok(Inspected::Batch { .. }) => None,
         Err(error) => {
             let id = error.id().or(recovered.as_deref()).unwrap_or(b"null");
@@ -286,6 +295,20 @@ fn rpc_request(
             Action::Exchange { request, plan }
         }
     }
+}
+
+/// Whether a batch carries a state-changing call. Such calls must reach every execution client
+/// in order, one at a time, and answer from the best of them; a batch goes as one unit to the
+/// primary only. No consensus client batches them, so a batch that does is refused. Batches
+/// are rare and small: a full parse here costs nothing on the hot path.
+fn changes_state(body: &[u8]) -> bool {
+    let Ok(calls) = serde_json::from_slice::<Vec<serde_json::Value>>(body) else {
+        return false;
+    };
+    calls.iter().any(|call| {
+        let name = call.get("method").and_then(serde_json::Value::as_str);
+        name.is_some_and(|name| Method::classify(name).lane() == Lane::State)
+    })
 }
 
 /// Whether a `Via` trail shows this proxy already, or more hops than any sane chain has.

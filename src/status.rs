@@ -132,7 +132,7 @@ fn lane(lane: &LaneState) -> Value {
     json!({
         "queued": lane.len(),
         "bytes": lane.queued_bytes(),
-        "connected": lane.link.is_some(),
+        "connections": lane.links.len(),
     })
 }
 

@@ -69,13 +69,34 @@ fn simulated_seeds_hold_every_invariant() {
 
 /// Seeds that found defects, kept so each stays fixed (seed: what it found).
 const REGRESSIONS: [(u64, &str); 8] = [
-    (0, "an execution client's HTTP 503 body passed on without the request's id"),
-    (3, "a demoted execution client not caught up before its next engine call"),
-    (4, "a single reset mid-answer answered as an error though the call is idempotent"),
-    (62, "a catch-up replaying a payload already queued for the same execution client"),
-    (179, "an execution client noticed back only after its probe backoff"),
-    (572, "catch-up legs queued by a probe answer left waiting in the state lane"),
-    (785, "SYNCING judged against blocks learned after the request was sent"),
+    (
+        0,
+        "an execution client's HTTP 503 body passed on without the request's id",
+    ),
+    (
+        3,
+        "a demoted execution client not caught up before its next engine call",
+    ),
+    (
+        4,
+        "a single reset mid-answer answered as an error though the call is idempotent",
+    ),
+    (
+        62,
+        "a catch-up replaying a payload already queued for the same execution client",
+    ),
+    (
+        179,
+        "an execution client noticed back only after its probe backoff",
+    ),
+    (
+        572,
+        "catch-up legs queued by a probe answer left waiting in the state lane",
+    ),
+    (
+        785,
+        "SYNCING judged against blocks learned after the request was sent",
+    ),
     (875, "two resets in a row from one execution client"),
 ];
 
@@ -98,7 +119,12 @@ fn seeds_that_found_defects_stay_fixed() {
         restarts_lose_blocks: false,
         answer_rules: true,
     };
-    for seed in [3_377_700_173_576_180, 556_198_265_369, 7_289_442, 2_478_233_944_681] {
+    for seed in [
+        3_377_700_173_576_180,
+        556_198_265_369,
+        7_289_442,
+        2_478_233_944_681,
+    ] {
         if let Err(violation) = sim::run(seed, &options) {
             panic!("fuzz regression seed {seed}:\n{violation}");
         }

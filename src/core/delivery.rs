@@ -131,7 +131,8 @@ impl Core {
         }
     }
 
-    /// Hands the next leg of a lane to its idle link, or opens a link if the lane has none.
+    /// Hands the next legs of a lane to its idle links, and opens a link when legs wait and
+    /// the lane may have another.
     pub(super) fn pump(&mut self, index: usize, lane: Lane, clock: Clock) {
         let behind = self
             .upstreams
@@ -140,24 +141,49 @@ impl Core {
         if lane == Lane::State && behind && self.lane_is_idle(index, lane) {
             self.catch_up(index, false, clock);
         }
-        let Some(upstream) = self.upstreams.get_mut(index) else {
-            return;
-        };
-        let Some(id) = upstream.lane(lane).link else {
-            if upstream.wants_connection(lane) {
-                self.connect(index, lane, clock);
+        // Bounded: each round sends a leg or stops.
+        for _ in 0..=lane.max_links() {
+            let Some(upstream) = self.upstreams.get(index) else {
+                return;
+            };
+            let links = &upstream.lane(lane).links;
+            let phases = links
+                .iter()
+                .filter_map(|id| Some((*id, &self.links.get(id)?.phase)));
+            let idle = phases
+                .clone()
+                .find(|(_, p)| matches!(p, Phase::Idle))
+                .map(|(id, _)| id);
+            let connecting = phases
+                .clone()
+                .any(|(_, p)| matches!(p, Phase::Connecting { .. }));
+            match idle {
+                Some(id) => {
+                    if !self.send_next(index, lane, id, clock) {
+                        return;
+                    }
+                }
+                None => {
+                    let room = links.len() < lane.max_links();
+                    if room && !connecting && upstream.wants_connection(lane) {
+                        self.connect(index, lane, clock);
+                    }
+                    return;
+                }
             }
-            return;
+        }
+    }
+
+    /// Sends the lane's next leg on its idle link `id`; false when none may go.
+    fn send_next(&mut self, index: usize, lane: Lane, id: LinkId, clock: Clock) -> bool {
+        let Some(upstream) = self.upstreams.get_mut(index) else {
+            return false;
         };
         let Some(link) = self.links.get_mut(&id) else {
-            upstream.lane_mut(lane).link = None;
-            return;
+            return false;
         };
-        if !matches!(link.phase, Phase::Idle) {
-            return;
-        }
         let Some(mut leg) = upstream.next_leg(lane) else {
-            return;
+            return false;
         };
         let head = upstream.request_head(&leg, clock.unix_secs);
         let timeout = if leg.probe {
@@ -188,13 +214,20 @@ impl Core {
             request,
             replay,
         });
+        true
     }
 
-    /// Whether a lane has a link with nothing in flight.
+    /// Whether a lane has a link with nothing in flight (and none busy).
     fn lane_is_idle(&self, index: usize, lane: Lane) -> bool {
-        let id = self.upstreams.get(index).and_then(|u| u.lane(lane).link);
-        id.and_then(|id| self.links.get(&id))
-            .is_some_and(|link| matches!(link.phase, Phase::Idle))
+        let Some(upstream) = self.upstreams.get(index) else {
+            return false;
+        };
+        let links = &upstream.lane(lane).links;
+        let phase = |id: &LinkId| self.links.get(id).map(|link| &link.phase);
+        !links.is_empty()
+            && links
+                .iter()
+                .all(|id| matches!(phase(id), Some(Phase::Idle)))
     }
 
     fn connect(&mut self, index: usize, lane: Lane, clock: Clock) {
@@ -213,7 +246,7 @@ impl Core {
                 phase: Phase::Connecting { deadline },
             },
         );
-        upstream.lane_mut(lane).link = Some(id);
+        upstream.lane_mut(lane).links.push(id);
         upstream.stats.connects += 1;
         trace!("{}: connecting ({lane:?} lane)", upstream.config.url);
         self.timers.push(deadline, Timer::Link(id));
@@ -295,9 +328,7 @@ impl Core {
     fn forget_link(&mut self, id: LinkId) -> Option<Link> {
         let link = self.links.remove(&id)?;
         if let Some(upstream) = self.upstreams.get_mut(link.upstream) {
-            if upstream.lane(link.lane).link == Some(id) {
-                upstream.lane_mut(link.lane).link = None;
-            }
+            upstream.lane_mut(link.lane).links.retain(|l| *l != id);
         }
         Some(link)
     }

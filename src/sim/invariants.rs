@@ -425,10 +425,11 @@ impl Checker {
                 ),
             ));
         }
-        if core.links() > 2 * core.upstreams().len() {
+        let per_upstream = Lane::State.max_links() + Lane::Read.max_links();
+        if core.links() > per_upstream * core.upstreams().len() {
             return Some((
                 "memory_within_bounds",
-                "connections per execution client are bounded (one per lane)",
+                "connections per execution client are bounded (Lane::max_links)",
                 format!(
                     "{} upstream connections for {} upstreams",
                     core.links(),

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod answers;
 mod auth;
 mod beacon;
 mod chain;

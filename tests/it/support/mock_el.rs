@@ -84,6 +84,10 @@ struct State {
     results: Vec<(String, Value)>,
     /// Requests with this method are never answered (whatever the behaviour).
     hang_methods: Vec<String>,
+    /// Requests with this method are answered after this long (whatever the behaviour).
+    delays: Vec<(String, Duration)>,
+    /// Requests with this method are answered with this JSON-RPC error code.
+    errors: Vec<(String, i64)>,
     /// Secret to verify Authorization tokens with, and the `iat`s seen.
     jwt_secret: Option<[u8; 32]>,
     token_iats: Vec<Result<u64, String>>,
@@ -120,6 +124,8 @@ impl MockEl {
                 name: name.to_owned(),
                 results: Vec::new(),
                 hang_methods: Vec::new(),
+                delays: Vec::new(),
+                errors: Vec::new(),
                 jwt_secret: None,
                 token_iats: Vec::new(),
                 framing: Framing::Length,
@@ -175,6 +181,32 @@ impl MockEl {
             }
             state = condvar.wait_timeout(state, deadline - now).unwrap().0;
         }
+    }
+
+    /// Answers `method` after `delay` from now on.
+    pub fn delay_on(&self, method: &str, delay: Duration) {
+        let mut state = self.shared.0.lock().unwrap();
+        state.delays.retain(|(m, _)| m != method);
+        state.delays.push((method.to_owned(), delay));
+    }
+
+    /// Answers `method` with a JSON-RPC error `code` (in HTTP 200) from now on; `None` stops.
+    pub fn error_on(&self, method: &str, code: Option<i64>) {
+        let mut state = self.shared.0.lock().unwrap();
+        state.errors.retain(|(m, _)| m != method);
+        state
+            .errors
+            .extend(code.map(|code| (method.to_owned(), code)));
+    }
+
+    /// Answers `method` as it would by default again.
+    pub fn clear_result(&self, method: &str) {
+        self.shared
+            .0
+            .lock()
+            .unwrap()
+            .results
+            .retain(|(m, _)| m != method);
     }
 
     /// Never answers `method`.
@@ -326,8 +358,11 @@ fn serve(
             }
             state.received.push(received);
             condvar.notify_all();
+            let delay = state.delays.iter().find(|(m, _)| *m == method);
             let behavior = if state.hang_methods.contains(&method) {
                 Behavior::Hang
+            } else if let Some((_, delay)) = delay {
+                Behavior::Delay(*delay)
             } else {
                 state.behavior.clone()
             };
@@ -472,6 +507,10 @@ fn answer_for(state: &State, body: &[u8]) -> Vec<u8> {
     }
     let id = request.get("id").cloned().unwrap_or(Value::Null);
     let method = request.get("method").and_then(Value::as_str).unwrap_or("");
+    if let Some((_, code)) = state.errors.iter().find(|(m, _)| m == method) {
+        let error = json!({"code": code, "message": "mock error"});
+        return serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id, "error": error})).unwrap();
+    }
     if let Some((_, result)) = state.results.iter().find(|(m, _)| m == method) {
         return serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id, "result": result})).unwrap();
     }

@@ -345,7 +345,7 @@ impl Config {
     }
 
     /// The longest a beacon node waits for its answer to `method`: just under the most patient
-    /// consensus client's own timeout (DESIGN §3.10), and never past the upstream timeout.
+    /// consensus client's own timeout (ARCHITECTURE.md), and never past the upstream timeout.
     pub fn answer_deadline(&self, method: crate::engine::Method) -> Duration {
         method.answer_deadline().min(self.timeout_for(method))
     }

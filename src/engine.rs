@@ -119,7 +119,7 @@ impl Method {
     }
 
     /// How long the most patient consensus client waits for this call, less a margin for the
-    /// answer's trip (DESIGN §3.10): Lighthouse, Teku, Prysm and Nimbus wait 8 s for payloads
+    /// answer's trip (ARCHITECTURE.md, "What consensus clients do with an answer"): Lighthouse, Teku, Prysm and Nimbus wait 8 s for payloads
     /// and fork choices, Lighthouse and Teku 2 s for `getPayload` and `getBlobs`, everyone 1 s
     /// for `exchangeCapabilities` and `getClientVersion` (answered with the answers in hand).
     pub fn answer_deadline(self) -> Duration {

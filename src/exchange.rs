@@ -1,7 +1,7 @@
 //! One beacon-node request waiting for its answer: collects the outcome of each upstream leg
 //! and decides, as soon as it can, which answer the beacon node gets.
 //!
-//! The rules (DESIGN §3.4, §3.6b): a final verdict (`VALID`, `INVALID`, `INVALID_BLOCK_HASH`,
+//! The rules (README, "Answers"): a final verdict (`VALID`, `INVALID`, `INVALID_BLOCK_HASH`,
 //! or the result of a call without a payload status) beats a tentative one (`SYNCING`,
 //! `ACCEPTED`, a fork choice with attributes but no `payloadId`); the primary's final answer
 //! stands; once the primary failed, answered only tentatively, or has not answered within the

@@ -1,4 +1,4 @@
-//! The forwarding table (DESIGN §3.4): for each request, which upstreams get it and who answers
+//! The forwarding table (README, "Where each request goes"): for each request, which upstreams get it and who answers
 //! the beacon node; plus the memory that needs (heads, delivered blocks, payload ids).
 //!
 //! Pure: a request's facts, the beacon node's standing and the upstreams' availability in,

@@ -1,12 +1,12 @@
 //! Which beacon node (BN) to follow: per-BN progress (head slot) and liveness, and the
-//! selection rules of DESIGN §3.3, plus a bounded block-hash → slot memory so a fork-choice
+//! selection rules of the README ("Which beacon node is followed"), plus a bounded block-hash → slot memory so a fork-choice
 //! head hash can count as a slot.
 //!
 //! Everything here is pure: the caller passes `now` and the wall-clock slot, and applies the
 //! decisions (logging, metrics, forwarding). This module reads no clock, parses no JSON and does
 //! not compute slots from timestamps (see `crate::network`).
 //!
-//! Decisions that DESIGN leaves open, taken here:
+//! Decisions the README states, taken here:
 //! - A BN's *rank* is its head slot; a BN without a slot yet (it only sent, say,
 //!   `engine_exchangeCapabilities`) ranks below every BN with a slot. Such a BN can still become
 //!   best when it is the only live one, and any live BN with a slot then overtakes it at once.

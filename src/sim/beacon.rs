@@ -1,5 +1,5 @@
 //! Simulated beacon nodes: which consensus client each is (and so how long it waits for each
-//! answer, DESIGN §3.10), what it has imported, and the requests it awaits.
+//! answer, ARCHITECTURE.md), what it has imported, and the requests it awaits.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -65,7 +65,7 @@ impl Client {
         }
     }
 
-    /// How long this client waits for the answer to `call` (DESIGN §3.10).
+    /// How long this client waits for the answer to `call` (ARCHITECTURE.md, "What consensus clients do with an answer").
     pub fn timeout(self, call: Call) -> Duration {
         let ms = match (self, call) {
             (Client::Lodestar, Call::NewPayload(_) | Call::ForkChoice(..)) => 12_000,

@@ -78,16 +78,6 @@ pub struct Connections {
 }
 
 impl Connections {
-    /// Beacon-node connections open.
-    pub fn inbound_count(&self) -> usize {
-        self.inbound_count
-    }
-
-    /// Connections held only to be answered `503`.
-    pub fn refusing_count(&self) -> usize {
-        self.refusing_count
-    }
-
     /// Answer bytes all beacon-node connections owe, unsent.
     pub fn unsent_total(&self) -> usize {
         self.unsent_total
@@ -274,11 +264,6 @@ impl Connections {
         }
         self.arm(key);
         wants_service
-    }
-
-    /// Whether the upstream connection `link` is still open (not closed by the core).
-    pub fn is_open(&self, link: LinkId) -> bool {
-        self.links.contains_key(&link)
     }
 
     /// Sets a timer for a beacon-node connection's deadline, if it moved sooner.

@@ -158,8 +158,7 @@ impl Core {
         let upstreams: Vec<ExecutionClient> = config
             .upstreams
             .iter()
-            .enumerate()
-            .map(|(i, u)| ExecutionClient::new(i, u.clone(), Rc::from(&*config.instance), now))
+            .map(|u| ExecutionClient::new(u.clone(), Rc::from(&*config.instance), now))
             .collect();
         let names: Rc<[Box<str>]> = upstreams.iter().map(|u| u.config.url.clone()).collect();
         let router = Router::new(
@@ -205,11 +204,6 @@ impl Core {
     /// The forwarding table and beacon tracking.
     pub fn router(&self) -> &Router {
         &self.router
-    }
-
-    /// The counters.
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
     }
 
     /// Requests waiting for their answer.
@@ -272,10 +266,7 @@ impl Core {
     pub fn on_connection_refused(&mut self, peer: SocketAddr, now: Instant) {
         self.metrics.connections_refused += 1;
         if self.log_limit.admit(CONNECTION_LIMIT_TOPIC, peer.ip(), now) {
-            warn!(
-                "refused connection from {peer}: --max-connections {} reached",
-                self.config.max_connections
-            );
+            event_log::connection_refused(peer, self.config.max_connections);
         }
     }
 
@@ -420,7 +411,6 @@ impl Core {
             request.method,
             plan.order,
             Rc::clone(&self.names),
-            deadline,
         );
         match self.config.hedge_for(request.method) {
             _ if plan.hedged => exchange.hedge(),

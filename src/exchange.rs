@@ -225,8 +225,6 @@ pub struct Exchange {
     pub reply_to: ReplyTo,
     /// How the answer is chosen.
     pub policy: AnswerPolicy,
-    /// When the beacon node gets an answer whatever the upstreams do.
-    pub deadline: Instant,
     /// What the decision was, once made.
     pub decision: Decision,
     id: Box<[u8]>,
@@ -249,7 +247,6 @@ impl Exchange {
         method: Method,
         order: Vec<usize>,
         names: Rc<[Box<str>]>,
-        deadline: Instant,
     ) -> Exchange {
         let mut outcomes = vec![Outcome::NotAsked; names.len()];
         for &index in &order {
@@ -260,7 +257,6 @@ impl Exchange {
         Exchange {
             reply_to,
             policy,
-            deadline,
             decision: Decision::default(),
             id: id.into(),
             method,
@@ -480,7 +476,6 @@ impl Exchange {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use super::*;
 
@@ -490,15 +485,7 @@ mod tests {
 
     fn exchange(policy: AnswerPolicy, method: Method, order: Vec<usize>, n: usize) -> Exchange {
         let reply_to = ReplyTo::new(0, 0, 0, Instant::now());
-        Exchange::new(
-            reply_to,
-            policy,
-            b"7",
-            method,
-            order,
-            names(n),
-            Instant::now() + Duration::from_secs(8),
-        )
+        Exchange::new(reply_to, policy, b"7", method, order, names(n))
     }
 
     fn ok(body: &str) -> Response {

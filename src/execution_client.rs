@@ -164,8 +164,6 @@ impl LaneState {
 /// One upstream and everything the proxy keeps about it.
 #[derive(Debug)]
 pub struct ExecutionClient {
-    /// Index in the configuration (also its place in preference order).
-    pub index: usize,
     /// Where it is and how to reach it.
     pub config: UpstreamConfig,
     /// Health as last observed.
@@ -193,16 +191,10 @@ pub struct ExecutionClient {
 
 impl ExecutionClient {
     /// A new upstream, not yet connected; a probe is due at once.
-    pub fn new(
-        index: usize,
-        config: UpstreamConfig,
-        via_name: Rc<str>,
-        now: Instant,
-    ) -> ExecutionClient {
+    pub fn new(config: UpstreamConfig, via_name: Rc<str>, now: Instant) -> ExecutionClient {
         let signer = config.jwt_secret.clone().map(Signer::new);
         let probe = Rc::new(ExecutionClient::probe_request(config.kind, now));
         ExecutionClient {
-            index,
             config,
             health: Health::Unknown,
             stats: UpstreamStats::default(),
@@ -621,7 +613,7 @@ mod tests {
             path: "/".into(),
             jwt_secret: None,
         };
-        ExecutionClient::new(0, config, Rc::from("sync-proxy-test"), Instant::now())
+        ExecutionClient::new(config, Rc::from("sync-proxy-test"), Instant::now())
     }
 
     fn leg(method: Method, bytes: usize) -> Leg {

@@ -313,11 +313,6 @@ impl Metrics {
     }
 }
 
-/// The `method` label of a method class.
-pub fn method_label(method: Method) -> &'static str {
-    METHOD_LABELS[method_index(method)]
-}
-
 fn method_index(method: Method) -> usize {
     match method {
         Method::NewPayload(_) => 0,

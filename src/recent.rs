@@ -46,11 +46,6 @@ impl<K: Hash + Eq + Clone, V> RecentMap<K, V> {
         self.map.get(key)
     }
 
-    /// The value for `key`, mutably.
-    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        self.map.get_mut(key)
-    }
-
     /// Removes `key`.
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let value = self.map.remove(key)?;
@@ -61,13 +56,9 @@ impl<K: Hash + Eq + Clone, V> RecentMap<K, V> {
     }
 
     /// Number of entries.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
-    }
-
-    /// No entries.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 }
 

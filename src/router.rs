@@ -67,6 +67,7 @@ impl UpstreamSet {
     }
 
     /// Whether the set is empty.
+    #[cfg(test)]
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }

@@ -12,9 +12,13 @@
 # and delivered to both ELs without failures, and that Lodestar proposed blocks without
 # execution errors. Exit code 0 means all of that held; otherwise it prints why and log tails.
 #
-# Usage: tests/interop/run.sh [--seconds N] [--split-validators] [--install-only] [--no-netns]
+# Usage: tests/interop/run.sh [--seconds N] [--split-validators] [--fault-primary] [--install-only] [--no-netns]
 #   --split-validators  BN1 and BN2 get 4 of the 8 validators each, so the beacon node that is
 #                       not followed proposes and attests too (the design's same-head rule)
+#   --fault-primary     the primary, EL-A, is stopped for several slots and started again from
+#                       its own database, behind (it answers SYNCING until sync-proxy's catch-up
+#                       has replayed what it missed): no proposal may be missed meanwhile, and
+#                       both ELs must be back at the beacon head by the end
 # Environment:
 #   INTEROP_HOME    client installs (default ~/.cache/sync-proxy-interop; reused between runs)
 #   INTEROP_RUN     per-run folder with logs and data (default: a fresh mktemp folder, kept)
@@ -34,6 +38,9 @@ MIN_BLOCKS=10       # each EL must reach at least this block number
 MAX_HEAD_GAP=2      # blocks the two ELs (and the beacon head) may differ by at the end
 INSTALL_ONLY=0
 SPLIT=0
+FAULT=0
+FAULT_AT=24         # seconds after genesis EL-A is stopped (slot 12)
+FAULT_FOR=12        # seconds it stays down before it is started again (6 slots)
 ARGS=("$@")
 USE_NETNS=1
 IN_NETNS=0
@@ -50,9 +57,10 @@ while [ $# -gt 0 ]; do
     --seconds) RUN_SECONDS=$2; shift 2 ;;
     --install-only) INSTALL_ONLY=1; shift ;;
     --split-validators) SPLIT=1; shift ;;
+    --fault-primary) FAULT=1; shift ;;
     --no-netns) USE_NETNS=0; shift ;;
     --in-netns) IN_NETNS=1; shift ;;   # internal: this copy already runs inside the namespace
-    *) echo "usage: $0 [--seconds N] [--split-validators] [--install-only] [--no-netns]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--seconds N] [--split-validators] [--fault-primary] [--install-only] [--no-netns]" >&2; exit 2 ;;
   esac
 done
 
@@ -174,6 +182,18 @@ trap on_exit EXIT
 trap 'exit 130' INT TERM
 
 started() { PIDS+=("$1"); NAMES+=("$2"); log "$2 started (pid $1)"; }
+forget() { # name: a process stopped on purpose is no longer watched by all_alive
+  local i
+  for i in "${!NAMES[@]}"; do
+    if [ "${NAMES[$i]}" = "$1" ]; then
+      unset 'PIDS[i]' 'NAMES[i]'; PIDS=("${PIDS[@]}"); NAMES=("${NAMES[@]}"); return 0
+    fi
+  done
+}
+pid_of() {
+  local i
+  for i in "${!NAMES[@]}"; do if [ "${NAMES[$i]}" = "$1" ]; then echo "${PIDS[$i]}"; fi; done
+}
 
 tails() {
   local f
@@ -219,7 +239,8 @@ EOF
 start_el() { # name rpc-port engine-port p2p-port
   local name=$1 dir="$RUN/$1"
   mkdir -p "$dir"
-  openssl rand -hex 32 | tr -d '\n' > "$RUN/$name.hex"
+  # A restarted EL keeps its secret: sync-proxy was given it at start.
+  [ -f "$RUN/$name.hex" ] || openssl rand -hex 32 | tr -d '\n' > "$RUN/$name.hex"
   # 0.10.5 ignores `--logFile false` (it writes a file into the cwd), so give it one in its folder.
   ( cd "$dir" && exec node "$(ejs_bin)" --gethGenesis "$RUN/genesis.json" --dataDir "$dir/data" \
     --rpc --rpcAddr 127.0.0.1 --rpcPort "$2" \
@@ -325,8 +346,28 @@ log "genesis_time $GENESIS_TIME (in $(( GENESIS_TIME - $(date +%s) ))s); running
 
 END=$(( GENESIS_TIME + RUN_SECONDS ))
 last=""
+FAULT_STATE=0    # 0 before the fault, 1 EL-A down, 2 EL-A restarted, 3 EL-A back at EL-B's head
+STOPPED_AT=0; RESTARTED_AT=0; CAUGHT_UP_AT=0
 while [ "$(date +%s)" -lt "$END" ]; do
   sleep 2
+  if [ "$FAULT" = 1 ]; then
+    t=$(( $(date +%s) - GENESIS_TIME ))
+    if [ "$FAULT_STATE" = 0 ] && [ "$t" -ge "$FAULT_AT" ]; then
+      log "FAULT: stopping the primary EL-A at head $(el_head $EL_A_RPC) (slot $(bn_slot $BN1_REST))"
+      STOPPED_AT=$(date +%s); FAULT_STATE=1
+      pid=$(pid_of el-a); forget el-a; stop_pid "$pid"   # EthereumJS may take seconds to exit
+    elif [ "$FAULT_STATE" = 1 ] && [ "$(date +%s)" -ge $(( STOPPED_AT + FAULT_FOR )) ]; then
+      log "FAULT: starting EL-A again after $(( $(date +%s) - STOPPED_AT ))s down (EL-B at $(el_head $EL_B_RPC))"
+      start_el el-a $EL_A_RPC $EL_A_ENGINE $EL_A_P2P
+      RESTARTED_AT=$(date +%s); FAULT_STATE=2
+    elif [ "$FAULT_STATE" = 2 ]; then
+      a=$(el_head $EL_A_RPC); b=$(el_head $EL_B_RPC)
+      if [ "$a" -gt 0 ] && [ "$a" -ge "$b" ]; then
+        CAUGHT_UP_AT=$(date +%s); FAULT_STATE=3
+        log "FAULT: EL-A back at EL-B's head ($a) $(( CAUGHT_UP_AT - RESTARTED_AT ))s after its restart"
+      fi
+    fi
+  fi
   all_alive
   now="EL-A=$(el_head $EL_A_RPC) EL-B=$(el_head $EL_B_RPC) BN1=$(bn_slot $BN1_REST) BN2=$(bn_slot $BN2_REST)"
   [ "$now" != "$last" ] && log "$now followed=$(curl -s -m 2 $PROXY/status | jq -r '.followed_beacon // "-"')"
@@ -336,6 +377,7 @@ done
 # ---------------------------------------------------------------------------------- checks
 # Let the last slot's calls settle, then freeze what is measured while everything still runs.
 sleep 1
+FREEZE_AT=$(date +%s)
 curl -s -m 3 "$PROXY/status" > "$RUN/status.json" || fail "GET /status failed"
 curl -s -m 3 "$PROXY/metrics" > "$RUN/metrics.txt" || fail "GET /metrics failed"
 # Judge Lodestar's logs up to here: stopping it logs aborted requests that are no fault of the EL.
@@ -371,17 +413,27 @@ FOLLOWED=$(jq -r '.followed_beacon // empty' "$S")
 [ -n "$FOLLOWED" ] || problem "/status shows no followed beacon"
 N_UP=$(jq '[.upstreams[] | select(.health == "up")] | length' "$S")
 [ "$N_UP" = 2 ] || problem "$N_UP of 2 upstreams up in /status"
-BAD=$(jq -r '.upstreams[] | select(.failed + .timeouts + .dropped > 0) | "\(.url) failed=\(.failed) timeouts=\(.timeouts) dropped=\(.dropped)"' "$S")
+# With --fault-primary, EL-A's failures while it was down are the point; EL-B must have none.
+BAD=$(jq -r --arg skip "$([ "$FAULT" = 1 ] && echo ":$EL_A_ENGINE" || echo "-")" \
+  '.upstreams[] | select(.failed + .timeouts + .dropped > 0) | select(.url | endswith($skip) | not)
+   | "\(.url) failed=\(.failed) timeouts=\(.timeouts) dropped=\(.dropped)"' "$S")
 [ -z "$BAD" ] || problem "upstream failures: $BAD"
 MISMATCH=$(jq '[.upstreams[].status_mismatches] | add' "$S")
-[ "$MISMATCH" = 0 ] || problem "$MISMATCH status mismatches between the ELs"
+# An EL back from an outage answers SYNCING where the other says VALID until it has caught up:
+# with --fault-primary the mismatches are reported, not judged.
+[ "$MISMATCH" = 0 ] || [ "$FAULT" = 1 ] || problem "$MISMATCH status mismatches between the ELs"
 metric() { awk -v m="$1" '$1 == m {print $2; f=1} END {if (!f) print 0}' "$RUN/metrics.txt"; }
 REFUSED=$(awk '/^sync_proxy_refused_total/ {s+=$2} END {print s+0}' "$RUN/metrics.txt")
 [ "$REFUSED" = 0 ] || problem "sync-proxy refused $REFUSED requests (401 = a JWT problem)"
 NON_2XX=$(( $(metric 'sync_proxy_answers_total{class="4xx"}') + $(metric 'sync_proxy_answers_total{class="5xx"}') ))
 [ "$NON_2XX" = 0 ] || problem "sync-proxy gave $NON_2XX 4xx/5xx answers"
-PROXY_WARN=$(grep -cE ' (WARN|ERROR) ' "$RUN/logs/sync-proxy.log" || true)
+# While EL-A stops and catches up, the two ELs' verdicts differ (warned as a disagreement, named
+# after whichever answered second): with --fault-primary those lines are EL-A's.
+PROXY_WARN=$(grep -E ' (WARN|ERROR) ' "$RUN/logs/sync-proxy.log" | grep -vF "127.0.0.1:$EL_A_ENGINE" \
+  | { if [ "$FAULT" = 1 ]; then grep -vF 'disagrees with another execution client'; else cat; fi; } | grep -c . || true)
 [ "$PROXY_WARN" = 0 ] || problem "$PROXY_WARN warn/error lines in the sync-proxy log"
+EL_A_WARN=$(grep -E ' (WARN|ERROR) ' "$RUN/logs/sync-proxy.log" | grep -cF "127.0.0.1:$EL_A_ENGINE" || true)
+[ "$FAULT" = 1 ] || [ "$EL_A_WARN" = 0 ] || problem "$EL_A_WARN warn/error lines about EL-A in the sync-proxy log"
 
 # 3. Lodestar proposed blocks and logged none of its execution-related errors (its messages for a
 #    failed newPayload/forkchoiceUpdated/getPayload, a failed proposal or import). EthereumJS
@@ -394,6 +446,21 @@ PROPOSED=$(head -n "$BN1_LINES" "$RUN/logs/bn1.log" | grep -c 'Published block' 
 PROPOSED2=$(head -n "$BN2_LINES" "$RUN/logs/bn2.log" | grep -c 'Published block' || true)
 [ $(( PROPOSED + PROPOSED2 )) -ge "$MIN_BLOCKS" ] || problem "only $(( PROPOSED + PROPOSED2 )) blocks published"
 [ "$SPLIT" = 0 ] || [ "$PROPOSED2" -gt 0 ] || problem "BN2 (not followed) published no block"
+# Every validator is on BN1 or BN2, so every slot has a proposer: a slot in the watched window
+# without a published block is a missed proposal. The window starts two slots before the fault
+# (or at slot 8, once both nodes are synced) and ends one slot before the freeze.
+published_slots() {
+  { head -n "$BN1_LINES" "$RUN/logs/bn1.log"; head -n "$BN2_LINES" "$RUN/logs/bn2.log"; } \
+    | sed 's/\x1b\[[0-9;]*m//g' | grep -oE 'Published block slot=[0-9]+' | grep -oE '[0-9]+$' | sort -nu
+}
+FIRST_WATCHED=$(( FAULT == 1 ? FAULT_AT / SLOT_SECONDS - 2 : 8 ))
+LAST_WATCHED=$(( (FREEZE_AT - GENESIS_TIME) / SLOT_SECONDS - 1 ))
+MISSED=$(comm -23 <(seq "$FIRST_WATCHED" "$LAST_WATCHED" | sort) <(published_slots | sort) | sort -n | tr '\n' ' ')
+[ -z "$MISSED" ] || problem "missed proposals in slots $MISSED(watched $FIRST_WATCHED..$LAST_WATCHED)"
+if [ "$FAULT" = 1 ]; then
+  [ "$FAULT_STATE" = 3 ] || problem "EL-A never got back to EL-B's head after its restart"
+  [ "$N_UP" = 2 ] || problem "EL-A is not up again in /status after its restart"
+fi
 # A head imported "optimistically" (Lodestar's "execution: syncing") means the EL's verdict on
 # the block did not reach that beacon node; its validators may not attest on such a head.
 optimistic() { head -n "$2" "$RUN/logs/$1.log" | grep -cE 'Synced - slot: [0-9]+ .*execution: syncing' || true; }
@@ -410,11 +477,17 @@ log "SUMMARY: ran $(( $(date +%s) - T0 ))s (slots of ${SLOT_SECONDS}s); EL heads
   "blocks published BN1 $PROPOSED BN2 $PROPOSED2; optimistic heads BN1 $OPTIMISTIC1 BN2 $OPTIMISTIC2;" \
   "Lodestar execution errors $EL_ERRORS; followed $FOLLOWED;" \
   "upstreams up $N_UP/2, mismatches $MISMATCH, sync-proxy warn/error lines $PROXY_WARN;" \
-  "exchangeTransitionConfigurationV1 warnings (EL lacks it) $TRANSITION_WARN"
+  "exchangeTransitionConfigurationV1 warnings (EL lacks it) $TRANSITION_WARN;" \
+  "slots watched for missed proposals $FIRST_WATCHED..$LAST_WATCHED, missed: ${MISSED:-none}"
 grep -E '^sync_proxy_(requests_total|local_answers_total|ignored_slot_claims_total|beacon_switches_total|answers_total)' "$RUN/metrics.txt" | grep -v ' 0$' | tr '\n' ' ' >&2; echo >&2
 jq -c '.beacons[] | {id, slot, requests, followed}' "$S" >&2
 jq -c '.upstreams[] | {url, health, sent, answered, failed, timeouts, dropped, retried, status_mismatches}' "$S" >&2
 log "peak RSS:$PEAKS (sum $TOTAL_PEAK MiB)"
+if [ "$FAULT" = 1 ]; then
+  log "fault: EL-A down $(( RESTARTED_AT - STOPPED_AT ))s, back at EL-B's head" \
+    "$([ "$CAUGHT_UP_AT" -gt 0 ] && echo "$(( CAUGHT_UP_AT - RESTARTED_AT ))s after its restart" || echo never);" \
+    "sync-proxy warn/error lines about EL-A $EL_A_WARN"
+fi
 if [ ${#PROBLEMS[@]} -gt 0 ]; then
   fail "${#PROBLEMS[@]} check(s) failed: ${PROBLEMS[*]}"
 fi

@@ -240,7 +240,7 @@ pub struct Inbound<S = TcpStream> {
     mode: Mode,
     read: ReadState,
     buf: InputBuffer,
-    slots: VecDeque<Slot>,
+    slots: VecDeque<AnswerSlot>,
     next_seq: u64,
     readable: bool,
     writable: bool,
@@ -289,7 +289,7 @@ enum ReadState {
 
 /// An answer's place in the connection's order.
 #[derive(Debug)]
-enum Slot {
+enum AnswerSlot {
     /// Waiting for the answer to request `seq`.
     Waiting {
         seq: u64,
@@ -399,7 +399,8 @@ impl<S: Read + Write> Inbound<S> {
             return false;
         }
         let can_read = self.readable && self.wants_read();
-        let can_write = self.writable && matches!(self.slots.front(), Some(Slot::Ready { .. }));
+        let can_write =
+            self.writable && matches!(self.slots.front(), Some(AnswerSlot::Ready { .. }));
         can_read || can_write
     }
 
@@ -418,13 +419,13 @@ impl<S: Read + Write> Inbound<S> {
         self.slots
             .iter()
             .map(|slot| match slot {
-                Slot::Ready {
+                AnswerSlot::Ready {
                     head,
                     body,
                     written,
                     ..
                 } => (head.len() + body.len()).saturating_sub(*written),
-                Slot::Waiting { .. } => 0,
+                AnswerSlot::Waiting { .. } => 0,
             })
             .sum()
     }
@@ -482,11 +483,11 @@ impl<S: Read + Write> Inbound<S> {
         let Some(slot) = self
             .slots
             .iter_mut()
-            .find(|s| matches!(s, Slot::Waiting { seq: waiting, .. } if *waiting == seq))
+            .find(|s| matches!(s, AnswerSlot::Waiting { seq: waiting, .. } if *waiting == seq))
         else {
             return;
         };
-        let Slot::Waiting {
+        let AnswerSlot::Waiting {
             version,
             keep_alive,
             head_only,
@@ -495,7 +496,7 @@ impl<S: Read + Write> Inbound<S> {
         else {
             return;
         };
-        *slot = Slot::Ready {
+        *slot = AnswerSlot::Ready {
             head: response_head(version, status, content_type, body.len(), keep_alive),
             body: if head_only { Vec::new() } else { body },
             written: 0,
@@ -509,7 +510,7 @@ impl<S: Read + Write> Inbound<S> {
             if !self.writable || self.finished.is_some() {
                 return;
             }
-            let Some(Slot::Ready {
+            let Some(AnswerSlot::Ready {
                 head,
                 body,
                 written,
@@ -571,7 +572,7 @@ impl<S: Read + Write> Inbound<S> {
         if let Mode::Refusing { until } = self.mode {
             return Some(until);
         }
-        if matches!(self.slots.front(), Some(Slot::Ready { .. })) {
+        if matches!(self.slots.front(), Some(AnswerSlot::Ready { .. })) {
             return Some(self.last_activity + self.limits.idle_timeout);
         }
         match &self.read {
@@ -599,7 +600,7 @@ impl<S: Read + Write> Inbound<S> {
             self.finish(CloseReason::OverCapacity);
             return;
         }
-        if matches!(self.slots.front(), Some(Slot::Ready { .. })) {
+        if matches!(self.slots.front(), Some(AnswerSlot::Ready { .. })) {
             self.finish(CloseReason::WriteTimeout);
             return;
         }
@@ -747,7 +748,7 @@ impl<S: Read + Write> Inbound<S> {
             Framing::Empty | Framing::Chunked | Framing::UntilClose => None,
         };
         if head.expect_continue && head.framing != Framing::Empty && self.buf.is_empty() {
-            self.slots.push_back(Slot::Ready {
+            self.slots.push_back(AnswerSlot::Ready {
                 head: CONTINUE.to_vec(),
                 body: Vec::new(),
                 written: 0,
@@ -824,7 +825,7 @@ impl<S: Read + Write> Inbound<S> {
         };
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.slots.push_back(Slot::Waiting {
+        self.slots.push_back(AnswerSlot::Waiting {
             seq,
             version: head.version,
             keep_alive: head.keep_alive,
@@ -842,7 +843,7 @@ impl<S: Read + Write> Inbound<S> {
     /// the body was never read), then stops reading; the connection closes after the answer.
     fn reject(&mut self, status: u16, code: i64, message: &str) {
         let body = rpc::error_body(b"null", code, message);
-        self.slots.push_back(Slot::Ready {
+        self.slots.push_back(AnswerSlot::Ready {
             head: response_head(Version::Http11, status, JSON, body.len(), false),
             body,
             written: 0,

@@ -226,7 +226,7 @@ impl fmt::Display for PayloadStatus {
 
 /// What the proxy reads from an execution client's answer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Answer {
+pub struct AnswerFacts {
     /// `newPayload`: `result.status`; fork choice: `result.payloadStatus.status`.
     pub status: Option<PayloadStatus>,
     /// Fork choice: `result.payloadId`.
@@ -248,7 +248,7 @@ pub fn id_digest(raw: &[u8]) -> u64 {
 }
 
 /// Reads an execution client's answer to `method`; anything unreadable yields the default.
-pub fn inspect_answer(method: Method, body: &[u8]) -> Answer {
+pub fn inspect_answer(method: Method, body: &[u8]) -> AnswerFacts {
     read_answer(method, body).unwrap_or_default()
 }
 
@@ -1270,8 +1270,8 @@ fn hex_digit(digit: u8) -> Option<u8> {
 }
 
 /// Reads an answer in one validating pass.
-fn read_answer(method: Method, body: &[u8]) -> Result<Answer, Malformed> {
-    let mut answer = Answer::default();
+fn read_answer(method: Method, body: &[u8]) -> Result<AnswerFacts, Malformed> {
+    let mut answer = AnswerFacts::default();
     let mut has_result = false;
     let mut has_error = false;
     let mut scanner = Scanner::new(body);
@@ -1315,7 +1315,7 @@ fn read_answer(method: Method, body: &[u8]) -> Result<Answer, Malformed> {
 fn read_result(
     method: Method,
     scanner: &mut Scanner<'_>,
-    answer: &mut Answer,
+    answer: &mut AnswerFacts,
 ) -> Result<(), Malformed> {
     match method {
         Method::NewPayload(_) => {
@@ -2267,7 +2267,7 @@ mod tests {
         );
         assert_eq!(
             answer,
-            Answer {
+            AnswerFacts {
                 status: Some(PayloadStatus::Valid),
                 payload_id: None,
                 error_code: None,
@@ -2338,7 +2338,7 @@ mod tests {
         let answer = inspect_answer(Method::NewPayload(1), both);
         assert_eq!(
             answer,
-            Answer {
+            AnswerFacts {
                 status: None,
                 payload_id: None,
                 error_code: Some(-38001),
@@ -2364,7 +2364,7 @@ mod tests {
         for len in 0..body.len() {
             assert_eq!(
                 inspect_answer(Method::ForkchoiceUpdated(2), &body.as_bytes()[..len]),
-                Answer::default()
+                AnswerFacts::default()
             );
         }
         for body in [
@@ -2375,7 +2375,7 @@ mod tests {
         ] {
             assert_eq!(
                 inspect_answer(Method::NewPayload(1), body),
-                Answer::default()
+                AnswerFacts::default()
             );
         }
         let deep = format!(
@@ -2385,7 +2385,7 @@ mod tests {
         );
         assert_eq!(
             inspect_answer(Method::NewPayload(1), deep.as_bytes()),
-            Answer::default()
+            AnswerFacts::default()
         );
     }
 

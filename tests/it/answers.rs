@@ -35,6 +35,7 @@ fn concurrent_fork_choices_with_attributes_all_get_a_payload_id() {
     post_with(proxy.addr(), "/bn-a", &new_payload(1, 0x10, now), "");
     post_with(proxy.addr(), "/bn-a", &forkchoice(2, 0x10, None), "");
     let addr = proxy.addr();
+    let started = Instant::now();
     let workers: Vec<_> = (0..16u64)
         .map(|i| {
             thread::spawn(move || {
@@ -47,6 +48,10 @@ fn concurrent_fork_choices_with_attributes_all_get_a_payload_id() {
         assert_eq!(answer["id"], 100 + i as u64);
         assert!(answer["result"]["payloadId"].is_string(), "{answer}");
     }
+    eprintln!(
+        "16 concurrent fork choices with attributes: 16 payloadIds in {:?}",
+        started.elapsed()
+    );
     assert_eq!(el.wait_for(18, WAIT).len(), 18, "every call was delivered");
 }
 
@@ -56,7 +61,9 @@ fn concurrent_fork_choices_with_attributes_all_get_a_payload_id() {
 fn primary_syncing_loses_to_another_execution_clients_valid() {
     let (el0, _el1, proxy) = two_els();
     el0.set_result("engine_newPayloadV3", syncing());
+    let started = Instant::now();
     let answer = post(proxy.addr(), &new_payload(1, 0x21, unix_now())).json();
+    eprintln!("primary SYNCING: got {answer} in {:?}", started.elapsed());
     assert_eq!(answer["id"], 1);
     assert_eq!(answer["result"]["status"], "VALID", "{answer}");
 }
@@ -67,7 +74,9 @@ fn primary_syncing_loses_to_another_execution_clients_valid() {
 fn primary_server_error_loses_to_another_execution_clients_valid() {
     let (el0, _el1, proxy) = two_els();
     el0.error_on("engine_newPayloadV3", Some(-32000));
+    let started = Instant::now();
     let answer = post(proxy.addr(), &new_payload(1, 0x22, unix_now())).json();
+    eprintln!("primary -32000: got {answer} in {:?}", started.elapsed());
     assert_eq!(answer["result"]["status"], "VALID", "{answer}");
     assert!(proxy.wait_log("is unhealthy", WAIT).is_some());
 }
@@ -81,6 +90,7 @@ fn hung_primary_is_hedged_after_the_grace() {
     let started = Instant::now();
     let answer = post(proxy.addr(), &new_payload(1, 0x23, unix_now())).json();
     let took = started.elapsed();
+    eprintln!("hung primary: got {answer} in {took:?}");
     assert_eq!(answer["result"]["status"], "VALID", "{answer}");
     assert!(
         took >= Duration::from_millis(900),
@@ -96,6 +106,10 @@ fn hung_primary_is_hedged_after_the_grace() {
     let copy = post_with(proxy.addr(), "/bn-b", &new_payload(2, 0x23, unix_now()), "").json();
     assert_eq!(copy["id"], 2);
     assert_eq!(copy["result"]["status"], "VALID", "{copy}");
+    eprintln!(
+        "hung primary, another beacon node's copy: got {copy} in {:?}",
+        started.elapsed()
+    );
     assert!(started.elapsed() < Duration::from_millis(900));
 }
 
@@ -133,6 +147,34 @@ fn broken_execution_client_is_unhealthy_then_caught_up() {
     );
 }
 
+/// Rule 4: the primary's broken HTTP 200 answers (truncated JSON, an empty body, another
+/// request's `id`) never reach the beacon node while another execution client has a valid one;
+/// the primary is unhealthy, and says so.
+#[test]
+fn broken_answers_from_the_primary_lose_to_a_valid_one() {
+    let (el0, _el1, proxy) = two_els();
+    let now = unix_now();
+    let broken: [&[u8]; 3] = [
+        br#"{"jsonrpc":"2.0","id":1,"result":{"status":"VAL"#,
+        b"",
+        br#"{"jsonrpc":"2.0","id":4242,"result":{"status":"INVALID","latestValidHash":null}}"#,
+    ];
+    for (i, body) in broken.into_iter().enumerate() {
+        el0.set_behavior(Behavior::Body(body.to_vec()));
+        let id = 1 + i as u64;
+        let started = Instant::now();
+        let answer = post(proxy.addr(), &new_payload(id, 0x35 + i as u8, now)).json();
+        eprintln!(
+            "broken primary answer {:?}: the beacon node got {answer} in {:?}",
+            String::from_utf8_lossy(body),
+            started.elapsed()
+        );
+        assert_eq!(answer["id"], id);
+        assert_eq!(answer["result"]["status"], "VALID", "{answer}");
+    }
+    assert!(proxy.wait_log("is unhealthy", WAIT).is_some());
+}
+
 #[test]
 fn execution_clients_answering_401_are_not_healthy() {
     let els: Vec<MockEl> = (0..2).map(|i| MockEl::start(&format!("el-{i}"))).collect();
@@ -161,11 +203,17 @@ fn slow_get_payload_is_not_cut_at_one_second() {
     let built = post(proxy.addr(), &forkchoice(1, 0x40, Some(now))).json();
     let id = built["result"]["payloadId"].as_str().unwrap().to_owned();
     el.delay_on("engine_getPayloadV4", Duration::from_millis(1300));
+    let started = Instant::now();
     let answer = post(
         proxy.addr(),
         &rpc(json!(2), "engine_getPayloadV4", json!([id])),
     )
     .json();
+    eprintln!(
+        "getPayload taking 1.3 s: got a payload built by {} in {:?}",
+        answer["result"]["executionPayload"]["builtBy"],
+        started.elapsed()
+    );
     assert_eq!(
         answer["result"]["executionPayload"]["builtBy"], "el-0",
         "{answer}"
@@ -199,6 +247,10 @@ fn get_payload_does_not_wait_behind_a_slow_read() {
     )
     .json();
     assert!(answer["result"].is_object(), "{answer}");
+    eprintln!(
+        "getPayload behind a 3 s getPayloadBodiesByRange: a payload in {:?}",
+        started.elapsed()
+    );
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
@@ -272,6 +324,10 @@ fn capabilities_answer_with_the_answers_in_hand() {
     assert!(
         started.elapsed() < Duration::from_millis(1500),
         "{:?}",
+        started.elapsed()
+    );
+    eprintln!(
+        "exchangeCapabilities with one EL taking 3 s: got {answer} in {:?}",
         started.elapsed()
     );
     let methods = answer["result"].as_array().expect("a list").clone();

@@ -24,6 +24,8 @@ pub enum Behavior {
     Close,
     /// Answer with this HTTP status and an empty JSON object.
     Status(u16),
+    /// Answer HTTP 200 with exactly these bytes (a broken answer: truncated, empty, another id).
+    Body(Vec<u8>),
 }
 
 /// How the mock frames the bodies of its answers.
@@ -368,6 +370,7 @@ fn serve(
             };
             (behavior, answer, state.framing)
         };
+        let mut raw = None;
         let status = match behavior {
             Behavior::Answer => 200,
             Behavior::Delay(delay) => {
@@ -392,8 +395,14 @@ fn serve(
             }
             Behavior::Close => return,
             Behavior::Status(status) => status,
+            Behavior::Body(bytes) => {
+                raw = Some(bytes);
+                200
+            }
         };
-        let body = if status == 200 {
+        let body = if let Some(raw) = raw {
+            raw
+        } else if status == 200 {
             answer
         } else {
             b"{}".to_vec()

@@ -495,6 +495,14 @@ impl ExecutionClient {
         }
     }
 
+    /// A read failed on a connection that was up: counted, but health is the state lane's and
+    /// the probes' to decide (a slow `eth_getLogs` says nothing about block import).
+    pub fn on_read_failure(&mut self, timed_out: bool) -> HealthChange {
+        self.stats.failed += 1;
+        self.stats.timeouts += u64::from(timed_out);
+        HealthChange::Same
+    }
+
     /// A connection failed (refused, reset, no connect in time): down until a probe reaches it.
     pub fn on_failure(&mut self, now: Instant, timed_out: bool) -> HealthChange {
         self.stats.failed += 1;

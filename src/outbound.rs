@@ -56,6 +56,14 @@ impl UpstreamError {
             UpstreamError::Timeout(_) | UpstreamError::ConnectTimeout
         )
     }
+
+    /// Whether the connection could not be made at all (the upstream is not there).
+    pub fn is_connect(self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect(_) | UpstreamError::ConnectTimeout
+        )
+    }
 }
 
 impl fmt::Display for UpstreamError {

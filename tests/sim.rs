@@ -67,43 +67,56 @@ fn simulated_seeds_hold_every_invariant() {
     }
 }
 
-/// Seeds that found defects, kept so each stays fixed (seed: what it found).
-const REGRESSIONS: [(u64, &str); 8] = [
+/// Seeds that found defects, kept so each stays fixed (seed, slots to run, what it found).
+const REGRESSIONS: [(u64, u64, &str); 9] = [
     (
         0,
+        SLOTS,
         "an execution client's HTTP 503 body passed on without the request's id",
     ),
     (
         3,
+        SLOTS,
         "a demoted execution client not caught up before its next engine call",
     ),
     (
         4,
+        SLOTS,
         "a single reset mid-answer answered as an error though the call is idempotent",
     ),
     (
         62,
+        SLOTS,
         "a catch-up replaying a payload already queued for the same execution client",
     ),
     (
         179,
+        SLOTS,
         "an execution client noticed back only after its probe backoff",
     ),
     (
         572,
+        SLOTS,
         "catch-up legs queued by a probe answer left waiting in the state lane",
     ),
     (
         785,
+        SLOTS,
         "SYNCING judged against blocks learned after the request was sent",
     ),
-    (875, "two resets in a row from one execution client"),
+    (875, SLOTS, "two resets in a row from one execution client"),
+    (
+        1340,
+        500,
+        "a read reset mid-answer took the only execution client down; the next fork choice \
+         with attributes was answered unavailable (found at slot 273 by a 10^6-slot soak)",
+    ),
 ];
 
 #[test]
 fn seeds_that_found_defects_stay_fixed() {
-    for (seed, found) in REGRESSIONS {
-        let options = Options::for_seed(seed, SLOTS);
+    for (seed, slots, found) in REGRESSIONS {
+        let options = Options::for_seed(seed, slots);
         if let Err(violation) = sim::run(seed, &options) {
             panic!("regression seed {seed} ({found}):\n{violation}");
         }

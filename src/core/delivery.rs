@@ -294,7 +294,7 @@ impl Core {
                 let retryable = leg
                     .as_ref()
                     .is_some_and(|leg| is_retryable(leg, &link, error, answer_started));
-                self.on_link_failed(index, leg, error, retryable, clock);
+                self.on_link_failed(index, lane, leg, error, retryable, clock);
             }
         }
         self.pump(index, lane, clock);
@@ -320,7 +320,7 @@ impl Core {
         self.outputs.push_back(Output::Close { link: id });
         let (index, lane) = (link.upstream, link.lane);
         let leg = link.take_leg();
-        self.on_link_failed(index, leg, error, false, clock);
+        self.on_link_failed(index, lane, leg, error, false, clock);
         self.pump(index, lane, clock);
     }
 
@@ -368,6 +368,7 @@ impl Core {
     fn on_link_failed(
         &mut self,
         index: usize,
+        lane: Lane,
         leg: Option<Leg>,
         error: UpstreamError,
         retryable: bool,
@@ -389,11 +390,17 @@ impl Core {
                 }
             }
             Some(leg) => {
+                // A read cut short on a connection that was up says nothing about the state
+                // lane's connection: failing the whole execution client for it would answer
+                // the next fork choice "unavailable" where a direct connection would have
+                // worked (simulator seed 1340). Probes and connects still decide health.
+                let read_only = lane == Lane::Read && !leg.probe && !error.is_connect();
                 self.settle(index, leg, Err(LegFailure::Upstream(error)), None, clock);
                 let Some(upstream) = self.upstreams.get_mut(index) else {
                     return;
                 };
                 let change = match error {
+                    _ if read_only => upstream.on_read_failure(error.is_timeout()),
                     // Reachable but not answering in time, or answering garbage: demoted, its
                     // calls keep flowing (it may be slow, not gone).
                     UpstreamError::Timeout(_) => upstream.on_bad_answer(clock.now, true),

@@ -107,15 +107,24 @@ pub fn dropped(upstream: &str, count: u64, latest: Option<&Request>) {
 }
 
 /// An execution client's status for a block or head differs from another's.
-pub fn status_mismatch(upstream: &str, request: &Request) {
+pub fn status_mismatch(
+    upstream: &str,
+    first: &str,
+    disagreement: crate::router::Disagreement,
+    request: &Request,
+) {
     let (method, id) = method_and_id(request);
+    let (said, status) = (disagreement.said.as_str(), disagreement.status.as_str());
     warn!(
         upstream = upstream,
         method = method,
         id = id,
         beacon = &*request.beacon,
+        status = status,
+        other = first,
+        other_status = said,
         reason = "status differs from another execution client";
-        "{upstream} disagrees with another execution client on {} (block/head status differs)",
+        "{upstream} says {status} on {} where {first} said {said}",
         request.describe()
     );
 }
@@ -290,8 +299,18 @@ mod tests {
         assert_eq!(drop["beacon"], "bn-7");
         assert_eq!(drop["count"], 2);
         assert_eq!(drop["reason"], "queue full");
-        let mismatch = logged(|| status_mismatch("http://el:8551", &request));
+        let disagreement = crate::router::Disagreement {
+            first: 0,
+            said: crate::rpc::PayloadStatus::Valid,
+            status: crate::rpc::PayloadStatus::Syncing,
+        };
+        let mismatch = logged(|| {
+            status_mismatch("http://el:8551", "http://el-a:8551", disagreement, &request)
+        });
         assert_eq!(mismatch["method"], "engine_newPayloadV4");
+        assert_eq!(mismatch["status"], "SYNCING");
+        assert_eq!(mismatch["other"], "http://el-a:8551");
+        assert_eq!(mismatch["other_status"], "VALID");
         for line in [&drop, &mismatch] {
             assert!(!line.to_string().contains("secret-token"), "{line}");
         }

@@ -189,6 +189,17 @@ pub struct Observation {
     pub switch: Option<Switch>,
 }
 
+/// Two upstreams' payload statuses for one block or head differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Disagreement {
+    /// The upstream that answered first.
+    pub first: usize,
+    /// What it said.
+    pub said: PayloadStatus,
+    /// What this upstream says.
+    pub status: PayloadStatus,
+}
+
 /// The forwarding table and its memory.
 #[derive(Debug)]
 pub struct Router {
@@ -205,7 +216,7 @@ pub struct Router {
     /// Per upstream: payloads delivered, with the final verdict once known.
     delivered: Vec<RecentMap<PayloadKey, Delivery>>,
     /// First status seen per (method kind, hash), to spot upstreams that disagree.
-    verdicts: RecentMap<(bool, Hash32), PayloadStatus>,
+    verdicts: RecentMap<(bool, Hash32), (usize, PayloadStatus)>,
     /// Blocks an execution client found `VALID`.
     validated: RecentMap<Hash32, ()>,
     /// Recent forwarded payloads, oldest first, for catch-up.
@@ -383,8 +394,8 @@ impl Router {
     }
 
     /// An upstream answered `call` (`serial` names the request, `class` says how the answer
-    /// counts): remember what later routing needs. Returns true when its payload status differs
-    /// from another upstream's for the same block or head.
+    /// counts): remember what later routing needs. Returns the disagreement when its payload
+    /// status differs from the first upstream's for the same block or head.
     pub fn on_answer(
         &mut self,
         upstream: usize,
@@ -392,7 +403,7 @@ impl Router {
         call: &Call,
         class: Class,
         body: &[u8],
-    ) -> bool {
+    ) -> Option<Disagreement> {
         let answer = rpc::inspect_answer(call.method, body);
         if let (Some(id), Method::ForkchoiceUpdated(_)) = (answer.payload_id, call.method) {
             self.builds.insert(id, (upstream, serial));
@@ -416,16 +427,21 @@ impl Router {
             _ => None,
         };
         let (Some(key), Some(status)) = (key, answer.status) else {
-            return false;
+            return None;
         };
         if let ((true, hash), PayloadStatus::Valid) = (key, status) {
             self.validated.insert(hash, ());
         }
         match self.verdicts.get(&key) {
-            Some(first) => *first != status,
+            Some(&(first, said)) if said != status => Some(Disagreement {
+                first,
+                said,
+                status,
+            }),
+            Some(_) => None,
             None => {
-                self.verdicts.insert(key, status);
-                false
+                self.verdicts.insert(key, (upstream, status));
+                None
             }
         }
     }
@@ -853,7 +869,11 @@ mod tests {
         let route = send(&mut router, "bn-a", &first, now);
         assert_eq!(targets_of(&route), [0, 1, 2]);
         for upstream in 0..3 {
-            assert!(!router.on_answer(upstream, 1, &first, Class::Final, VALID));
+            assert!(
+                router
+                    .on_answer(upstream, 1, &first, Class::Final, VALID)
+                    .is_none()
+            );
         }
         let repeat = plan(send(&mut router, "bn-b", &new_payload(7, 0xcc, 100), now));
         assert!(repeat.targets.is_empty(), "no client gets the block twice");
@@ -931,8 +951,16 @@ mod tests {
         send(&mut router, "bn-a", &first, Instant::now());
         let valid = br#"{"jsonrpc":"2.0","id":1,"result":{"status":"VALID"}}"#;
         let invalid = br#"{"jsonrpc":"2.0","id":1,"result":{"status":"INVALID"}}"#;
-        assert!(!router.on_answer(0, 1, &first, Class::Final, valid));
-        assert!(router.on_answer(1, 1, &first, Class::Final, invalid));
+        assert!(
+            router
+                .on_answer(0, 1, &first, Class::Final, valid)
+                .is_none()
+        );
+        assert!(
+            router
+                .on_answer(1, 1, &first, Class::Final, invalid)
+                .is_some()
+        );
     }
 
     #[test]

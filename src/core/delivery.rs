@@ -563,14 +563,19 @@ impl Core {
             match (&outcome, class) {
                 (Ok(response), Some(class)) if class.is_answer() => {
                     let serial = leg.request.serial;
-                    if self
-                        .router
-                        .on_answer(index, serial, call, class, &response.body)
+                    if let Some(disagreement) =
+                        self.router
+                            .on_answer(index, serial, call, class, &response.body)
                     {
                         if let Some(upstream) = self.upstreams.get_mut(index) {
                             upstream.stats.status_mismatches += 1;
                         }
-                        event_log::status_mismatch(&self.names[index], &leg.request);
+                        event_log::status_mismatch(
+                            &self.names[index],
+                            &self.names[disagreement.first],
+                            disagreement,
+                            &leg.request,
+                        );
                     }
                 }
                 _ => self.router.on_failure(index, call),

@@ -494,7 +494,7 @@ impl Run {
     /// Services the connection as the event loop does after an event: rounds of read, handle
     /// and write; then, while `wants_service()` says readiness is left over (edge-triggered
     /// readiness will not announce it again), further rounds in the loop's next iterations.
-    /// Each of those must make progress, or the loop would spin.
+    /// Each of those must make progress or use the readiness up, or the loop would spin.
     fn service(&mut self) {
         self.service_rounds();
         for _ in 0..MAX_REQUEUES {
@@ -506,8 +506,12 @@ impl Run {
             }
             let before = (self.requests.len(), self.snapshot());
             self.service_rounds();
+            // A round may only find the readiness used up (the capped round before ended
+            // exactly at the socket's limit, so no WouldBlock was seen): that consumes it.
+            // Spinning is asking to be serviced again without having moved.
             assert!(
-                edge || (self.requests.len(), self.snapshot()) != before,
+                edge || (self.requests.len(), self.snapshot()) != before
+                    || !self.conn.wants_service(),
                 "wants_service() without progress: the event loop would spin"
             );
         }

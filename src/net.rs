@@ -1,10 +1,12 @@
-//! Socket helpers shared by both sides of the proxy: a read buffer that is zero-filled once and
-//! reused, and in-place body reads.
+//! Socket helpers shared by both sides of the proxy: per-connection input buffers that hold only
+//! unparsed bytes (reads go through one shared, zero-filled-once buffer), and in-place body
+//! reads.
 //!
-//! No unsafe code: buffers are initialised once when they grow (never again per read), and
+//! No unsafe code: the shared buffer is initialised once (never again per read), and
 //! bodies of known length are read with `Read::take` + `read_to_end`, which fills a vector's spare
 //! capacity without initialising it first.
 
+use std::cell::RefCell;
 use std::io::{self, Read};
 
 /// Bytes read per `read` call into an [`InputBuffer`]: room for a default-size request head
@@ -29,69 +31,85 @@ pub struct Filled {
     pub drained: bool,
 }
 
-/// Unread bytes from a socket: `data[start..end]`, with the rest of `data` reused for the next
-/// reads. It grows only when a read needs more room than it has.
+/// Unread bytes from a socket: `data[start..]`.
+///
+/// Every read lands first in one buffer shared by all connections (the loop is
+/// single-threaded), and only the bytes of it not yet parsed are copied here. A connection
+/// whose requests were all parsed holds no allocation, so a thousand idle keep-alive
+/// connections cost no read buffers; a busy one pays a copy of what it reads (a few hundred
+/// bytes per Engine API call; bodies of known length bypass it).
 #[derive(Debug, Default)]
 pub struct InputBuffer {
     data: Vec<u8>,
     start: usize,
-    end: usize,
+}
+
+thread_local! {
+    /// The read buffer all connections of the thread share: zero-filled once, reused by every
+    /// read.
+    static SHARED_READ_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 impl InputBuffer {
-    /// An empty buffer; nothing is allocated until the first read.
+    /// An empty buffer; nothing is allocated until bytes are left over from a read.
     pub fn new() -> InputBuffer {
         InputBuffer::default()
     }
 
     /// The unread bytes.
     pub fn bytes(&self) -> &[u8] {
-        &self.data[self.start..self.end]
+        &self.data[self.start..]
     }
 
     /// Number of unread bytes.
     pub fn len(&self) -> usize {
-        self.end - self.start
+        self.data.len() - self.start
     }
 
     /// No unread bytes.
     pub fn is_empty(&self) -> bool {
-        self.start == self.end
+        self.start == self.data.len()
     }
 
-    /// Marks `n` bytes as read.
+    /// Marks `n` bytes as read; once nothing is left, the allocation is given back.
     pub fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
+        self.start = (self.start + n).min(self.data.len());
+        if self.start == self.data.len() {
+            self.clear();
         }
     }
 
-    /// Drops every unread byte.
+    /// Drops every unread byte, and the allocation.
     pub fn clear(&mut self) {
+        self.data = Vec::new();
         self.start = 0;
-        self.end = 0;
     }
 
-    /// Appends at most [`READ_CHUNK_BYTES`] read from `source`.
+    /// Reads at most [`READ_CHUNK_BYTES`] from `source` and keeps them.
     pub fn read_from(&mut self, source: &mut impl Read) -> io::Result<Filled> {
-        if self.start > 0 && self.data.len() - self.end < READ_CHUNK_BYTES {
-            // Move the unread tail to the front rather than grow.
-            self.data.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
+        SHARED_READ_BUFFER.with_borrow_mut(|shared| {
+            if shared.len() < READ_CHUNK_BYTES {
+                shared.resize(READ_CHUNK_BYTES, 0);
+            }
+            let n = source.read(&mut shared[..READ_CHUNK_BYTES])?;
+            self.append(&shared[..n]);
+            Ok(Filled {
+                bytes: n,
+                drained: n < READ_CHUNK_BYTES,
+            })
+        })
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        // Parsed bytes at the front go before the buffer grows: amortised O(1) per byte.
+        if self.start > 0 && self.data.len() + bytes.len() > self.data.capacity() {
+            self.data.drain(..self.start);
             self.start = 0;
         }
-        let want = self.end + READ_CHUNK_BYTES;
-        if self.data.len() < want {
-            self.data.resize(want, 0);
-        }
-        let n = source.read(&mut self.data[self.end..want])?;
-        self.end += n;
-        Ok(Filled {
-            bytes: n,
-            drained: n < READ_CHUNK_BYTES,
-        })
+        self.data.extend_from_slice(bytes);
     }
 }
 

@@ -3,9 +3,10 @@
 //!
 //! Bodies are forwarded byte for byte: this module only reads them, in one validating pass
 //! without a DOM or a copy of `params`, whatever the key order. The scanner walks the JSON
-//! structure itself, because sonic-rs's validator recurses without a depth limit and skips the
-//! digits of `\u` escapes unchecked; it recognises plain strings, integers and literals with a
-//! vectorised scan and hands every other scalar (escapes, non-ASCII, fractions) to sonic-rs.
+//! structure itself with a nesting limit; it recognises plain strings (printable ASCII without
+//! escapes: every hex value of an Engine API body) with `memchr2` and a vectorised check,
+//! integers and literals directly, and hands every other scalar (escapes, non-ASCII,
+//! fractions, exponents) to serde_json.
 //! It does not route, track beacon nodes or keep time.
 
 use std::borrow::Cow;
@@ -539,8 +540,8 @@ pub fn rewrite_id(answer: &[u8], id: &[u8]) -> Option<Vec<u8>> {
 /// Nesting deeper than this many arrays/objects is refused as a parse error.
 ///
 /// The scanner recurses once per level, so a body of 100 000 `[` (200 KB, far under the body
-/// limit) must not reach it unbounded; sonic-rs's own validator has no limit at all, which is
-/// why containers are never handed to it. 128 is serde_json's limit; 128 levels take under
+/// limit) must not reach it unbounded; containers are never handed to serde_json, which
+/// would only take a whole body. 128 is serde_json's limit; 128 levels take under
 /// 32 KB of stack optimised and under 64 KB unoptimised, and are far above the 5 levels of an
 /// Engine API body or the ~10 of the deepest `eth_*` call (`eth_simulateV1`).
 const MAX_NESTING_DEPTH: usize = 128;
@@ -552,6 +553,21 @@ const MAX_ID_BYTES: usize = 256;
 /// A method name longer than this is refused: the longest Engine API name is 32 bytes, and the
 /// name is copied into every `Call`.
 const MAX_METHOD_BYTES: usize = 128;
+
+/// The number of members of a JSON object (repeated names counted each time), or `None` when
+/// `json` is not one valid object.
+pub(crate) fn object_member_count(json: &[u8]) -> Option<usize> {
+    let mut count = 0;
+    let mut scanner = Scanner::new(json);
+    scanner
+        .object(|scanner, _| {
+            count += 1;
+            scanner.value().map(drop)
+        })
+        .and_then(|()| scanner.end())
+        .ok()?;
+    Some(count)
+}
 
 /// Strings with escapes are decoded only up to this many raw bytes, so decoding never
 /// allocates in proportion to the body. Every string the proxy decodes (keys, `jsonrpc`,
@@ -575,10 +591,10 @@ struct Malformed;
 /// A validating cursor over a body: one pass, no copy, no DOM.
 ///
 /// Structure (objects, arrays, keys, separators) is walked here, one stack frame per level up
-/// to `MAX_NESTING_DEPTH`, because sonic-rs's own validator recurses without a limit. Plain strings,
-/// integers and literals, which are most of an Engine API body, are recognised here with a
-/// 32-byte vectorised scan; every other scalar (escaped or non-ASCII strings, fractions,
-/// exponents) is validated by sonic-rs. Every byte is consumed exactly once.
+/// to `MAX_NESTING_DEPTH`. Plain strings (found with `memchr2` and a vectorised check),
+/// integers and literals, which are most of an Engine API body, are recognised here; every
+/// other scalar (escaped or non-ASCII strings, fractions, exponents) is validated by
+/// serde_json. Every byte is consumed once (string bytes twice: find the quote, check them).
 struct Scanner<'a> {
     body: &'a [u8],
     pos: usize,
@@ -641,7 +657,7 @@ impl<'a> Scanner<'a> {
         };
         match end {
             Some(end) => self.pos = end,
-            None => self.sonic_scalar()?,
+            None => self.slow_scalar()?,
         }
         Ok(())
     }
@@ -657,22 +673,25 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
-    /// Validates and consumes a string or number with sonic-rs (escapes, UTF-8, fractions).
-    fn sonic_scalar(&mut self) -> Result<(), Malformed> {
-        const NO_PATH: [&str; 0] = [];
+    /// Validates and consumes a string or number with serde_json (escapes, UTF-8, fractions,
+    /// exponents): the rare scalars the vectorised scan does not take.
+    fn slow_scalar(&mut self) -> Result<(), Malformed> {
         let rest = self.body.get(self.pos..).ok_or(Malformed)?;
-        let lazy = sonic_rs::get(rest, &NO_PATH).map_err(|_| Malformed)?;
-        let raw = lazy.as_raw_str().as_bytes();
-        // The scalar starts where `peek` stopped, so its text is a prefix of `rest`.
-        if raw.as_ptr() != rest.as_ptr() || raw.len() > rest.len() {
-            return Err(Malformed);
+        // One value from the front of `rest`; a number must be followed by a delimiter.
+        let mut values =
+            serde_json::Deserializer::from_slice(rest).into_iter::<serde_json::Value>();
+        match values.next() {
+            Some(Ok(serde_json::Value::String(_) | serde_json::Value::Number(_))) => {}
+            _ => return Err(Malformed),
         }
-        // sonic-rs skips the four digits of a `\u` escape unchecked: `"\u"…` would swallow
-        // the closing quote. Checking them here keeps its string boundaries exact.
+        let len = values.byte_offset();
+        let raw = rest.get(..len).ok_or(Malformed)?;
+        // Belt and braces: the four digits of every `\u` escape are hex, so a string's end
+        // is exactly where the scan of the structure resumes.
         if raw.first() == Some(&b'"') && !unicode_escapes_valid(raw) {
             return Err(Malformed);
         }
-        self.pos += raw.len();
+        self.pos += len;
         Ok(())
     }
 
@@ -715,7 +734,7 @@ impl<'a> Scanner<'a> {
                         Cow::Borrowed(self.body.get(start + 1..end - 1).ok_or(Malformed)?)
                     }
                     None => {
-                        self.sonic_scalar()?;
+                        self.slow_scalar()?;
                         let raw = self.body.get(start..self.pos).ok_or(Malformed)?;
                         // An escaped key too long to decode matches no key the proxy reads.
                         string_content(raw).unwrap_or(Cow::Borrowed(b""))
@@ -798,11 +817,11 @@ fn unicode_escapes_valid(raw: &[u8]) -> bool {
 }
 
 /// The end (exclusive) of the string starting at `start` when it is plain: printable ASCII
-/// without escapes, which is valid JSON as it stands. `None` sends the string to sonic-rs.
+/// without escapes, which is valid JSON as it stands. `None` sends the string to serde_json.
 ///
 /// The closing quote is found with `memchr2` (SSE2/AVX2, chosen at run time), then the bytes
 /// before it are checked in one vectorised pass: no control character (JSON forbids them raw)
-/// and no byte of 0x80 or more (UTF-8, which sonic-rs validates). Hex strings, nearly all of an
+/// and no byte of 0x80 or more (UTF-8, which serde_json validates). Hex strings, nearly all of an
 /// Engine API body, take well under one instruction per byte.
 #[inline]
 fn plain_string_end(body: &[u8], start: usize) -> Option<usize> {
@@ -849,7 +868,7 @@ fn printable_ascii(bytes: &[u8]) -> bool {
 }
 
 /// The end of the integer at `start` (`-?(0|[1-9][0-9]*)`, JSON's grammar) when nothing
-/// makes it a fraction or exponent; anything else is left to sonic-rs.
+/// makes it a fraction or exponent; anything else is left to serde_json.
 fn integer_end(body: &[u8], start: usize) -> Option<usize> {
     let digits_start = if body.get(start) == Some(&b'-') {
         start + 1
@@ -1196,7 +1215,7 @@ fn method_name(raw: &[u8]) -> Result<Box<str>, &'static str> {
     if name.len() > MAX_METHOD_BYTES {
         return Err("method name is too long");
     }
-    // sonic-rs validated the UTF-8 of the whole string.
+    // The scanner validated the UTF-8 of the whole string.
     let name = std::str::from_utf8(&name).map_err(|_| "method must be a string")?;
     Ok(Box::from(name))
 }
@@ -1247,7 +1266,7 @@ fn string_content(raw: &[u8]) -> Option<Cow<'_, [u8]>> {
     if raw.len() > MAX_DECODED_RAW_BYTES {
         return None;
     }
-    let text = sonic_rs::from_slice::<String>(raw).ok()?;
+    let text = serde_json::from_slice::<String>(raw).ok()?;
     Some(Cow::Owned(text.into_bytes()))
 }
 
@@ -2122,8 +2141,8 @@ mod tests {
 
     #[test]
     fn inspect_short_unicode_escape_cannot_hide_nesting() {
-        // sonic-rs alone skips `\u` plus four bytes unchecked, which here would swallow the
-        // closing quote and accept the string; the escape check refuses it.
+        // A validator that skipped `\u` plus four bytes unchecked would swallow the closing
+        // quote here and accept the string; it must be refused.
         let hidden = format!(r#"{{"a":["\u"abc",{}]}}"#, "[".repeat(100_000));
         assert_eq!(inspect(hidden.as_bytes()), Err(InspectError::Parse));
     }
@@ -2131,7 +2150,7 @@ mod tests {
     #[test]
     fn inspect_agrees_with_serde_json_on_validity() {
         // Every single-byte deletion, insertion and replacement of two bodies: a compact real
-        // fork choice call (plain strings, the fast paths) and one built to reach sonic-rs
+        // fork choice call (plain strings, the fast paths) and one built to reach serde_json
         // (escapes, non-ASCII, fractions, exponents, literals).
         let real = member(CAPELLA_FCU_ATTRS, "request");
         let real =

@@ -4,7 +4,8 @@
 //!
 //! No unsafe code: the shared buffer is initialised once (never again per read), and
 //! bodies of known length are read with `Read::take` + `read_to_end`, which fills a vector's spare
-//! capacity without initialising it first.
+//! capacity without initialising it first when the reader implements `read_buf` (`std`'s
+//! `TcpStream` does; large bodies are read through one, see [`InPlaceReader`]).
 
 use std::cell::RefCell;
 use std::io::{self, Read};
@@ -110,6 +111,49 @@ impl InputBuffer {
             self.start = 0;
         }
         self.data.extend_from_slice(bytes);
+    }
+}
+
+/// Bodies at least this large are read through [`InPlaceReader`]'s duplicate descriptor.
+pub const IN_PLACE_BODY_BYTES: usize = 64 * 1024;
+
+/// Reads a large body of known length from a `mio` socket without zero-filling the buffer
+/// first.
+///
+/// `read_to_end` fills a vector's spare capacity without initialising it only for readers that
+/// implement `read_buf` themselves; `std::net::TcpStream` does, `mio`'s stream does not, so
+/// through `mio` every byte of a 2 MB body was zeroed (a 2 MB `memset`) before the kernel
+/// copied into it. Without unsafe code the way to `std`'s reader is a second descriptor of the
+/// same socket (`dup`, safe through `OwnedFd`): one per large body, closed when it is dropped.
+/// Other streams (in-memory ones in tests and fuzzing) and small bodies are read as before.
+#[derive(Debug, Default)]
+pub struct InPlaceReader(Option<std::net::TcpStream>);
+
+impl InPlaceReader {
+    /// [`read_body`] from `source`, through the duplicate when `source` is a `mio` socket and
+    /// the body is large.
+    pub fn read_body<S: Read + 'static>(
+        &mut self,
+        source: &mut S,
+        body: &mut Vec<u8>,
+        expected: usize,
+    ) -> io::Result<Filled> {
+        if self.0.is_none() && expected >= IN_PLACE_BODY_BYTES {
+            let socket = (source as &mut dyn std::any::Any).downcast_mut::<mio::net::TcpStream>();
+            if let Some(socket) = socket {
+                use std::os::fd::AsFd;
+                // Failing to duplicate (out of descriptors) only costs the zero-filling.
+                self.0 = socket
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .ok()
+                    .map(std::net::TcpStream::from);
+            }
+        }
+        match &mut self.0 {
+            Some(socket) => read_body(socket, body, expected),
+            None => read_body(source, body, expected),
+        }
     }
 }
 

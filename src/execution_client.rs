@@ -568,7 +568,7 @@ impl ExecutionClient {
         Request {
             body: match kind {
                 UpstreamKind::ExecutionClient => PROBE_BODY.into(),
-                UpstreamKind::Proxy => Box::default(),
+                UpstreamKind::Proxy => Vec::new(),
             },
             call: None,
             method: Method::Other,
@@ -619,7 +619,7 @@ mod tests {
     fn leg(method: Method, bytes: usize) -> Leg {
         Leg::new(
             Rc::new(Request {
-                body: vec![b' '; bytes].into(),
+                body: vec![b' '; bytes],
                 call: None,
                 method,
                 authorization: Some("Bearer inbound".into()),

@@ -763,7 +763,7 @@ impl<S: Read + Write + 'static> Inbound<S> {
             reader: BodyReader::new(head.framing, self.limits.max_body_bytes),
             head: Box::new(head),
             auth,
-            body: Vec::with_capacity(capacity),
+            body: net::body_buffer(capacity),
             expected,
             deadline: context.clock.now + self.limits.body_timeout,
             in_place: net::InPlaceReader::default(),

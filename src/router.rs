@@ -1019,7 +1019,7 @@ mod tests {
             let call = new_payload(i as u64, byte, 100 + i as u64);
             send(&mut router, "bn-a", &call, now);
             let request = Rc::new(Request {
-                body: vec![b' '; 10].into(),
+                body: vec![b' '; 10],
                 method: call.method,
                 call: Some(call),
                 authorization: None,
@@ -1035,7 +1035,7 @@ mod tests {
         send(&mut router, "bn-a", &fcu, now);
         router.remember(
             &Rc::new(Request {
-                body: Box::default(),
+                body: Vec::new(),
                 method: fcu.method,
                 call: Some(fcu),
                 authorization: None,

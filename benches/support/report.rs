@@ -336,14 +336,19 @@ impl Report<'_> {
         let _ = writeln!(out, "|---|--:|--:|--:|--:|---|");
         let mut line = |what: &str, ours: f64, theirs: f64, decimals: usize, goal: f64| {
             let ratio = ours / theirs;
-            let met = if ratio.is_finite() {
-                if ratio <= goal { "yes" } else { "no" }
+            let met = match (ratio.is_finite(), goal.is_finite()) {
+                (true, true) if ratio <= goal => "yes",
+                (true, true) => "no",
+                _ => "—",
+            };
+            let goal = if goal.is_finite() {
+                format!("≤ {goal}")
             } else {
-                "—"
+                "(figure only)".to_owned()
             };
             let _ = writeln!(
                 out,
-                "| {what} | {} | {} | {} | ≤ {goal} | {met} |",
+                "| {what} | {} | {} | {} | {goal} | {met} |",
                 number(ours, decimals, false),
                 number(theirs, decimals, false),
                 if ratio.is_finite() {
@@ -586,9 +591,9 @@ impl Report<'_> {
         let _ = writeln!(
             out,
             "| beacon node, `newPayload` | {} | {} | {} | {} |",
-            number(hung.samples.percentile_us(50.0) / 1e3, 1, false),
-            number(hung.samples.percentile_us(99.0) / 1e3, 1, false),
-            number(hung.samples.percentile_us(100.0) / 1e3, 1, false),
+            number(hung.samples.percentile_us(50.0) / 1e3, 2, false),
+            number(hung.samples.percentile_us(99.0) / 1e3, 2, false),
+            number(hung.samples.percentile_us(100.0) / 1e3, 2, false),
             hung.samples.errors
         );
     }

@@ -385,6 +385,7 @@ impl Router {
     /// An upstream answered `call` (`serial` names the request, `class` says how the answer
     /// counts): remember what later routing needs. Returns true when its payload status differs
     /// from another upstream's for the same block or head.
+    #[cfg(test)]
     pub fn on_answer(
         &mut self,
         upstream: usize,
@@ -394,6 +395,19 @@ impl Router {
         body: &[u8],
     ) -> bool {
         let answer = rpc::inspect_answer(call.method, body);
+        self.on_read_answer(upstream, serial, call, class, body, &answer)
+    }
+
+    /// [`Router::on_answer`] with the answer already read (by `classify_read`).
+    pub fn on_read_answer(
+        &mut self,
+        upstream: usize,
+        serial: u64,
+        call: &Call,
+        class: Class,
+        body: &[u8],
+        answer: &rpc::Answer,
+    ) -> bool {
         if let (Some(id), Method::ForkchoiceUpdated(_)) = (answer.payload_id, call.method) {
             self.builds.insert(id, (upstream, serial));
             let mut siblings = self.build_siblings.remove(&serial).unwrap_or_default();

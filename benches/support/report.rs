@@ -586,15 +586,30 @@ impl Report<'_> {
              sequential {}-byte `newPayloadV4` from one beacon node.\n",
             hung.hedge_after, hung.requests, hung.bytes
         );
-        let _ = writeln!(out, "| answer time | p50 ms | p99 ms | max ms | errors |");
-        let _ = writeln!(out, "|---|--:|--:|--:|--:|");
+        let slow = hung
+            .samples
+            .nanos
+            .iter()
+            .filter(|&&n| n >= 500_000_000)
+            .count();
         let _ = writeln!(
             out,
-            "| beacon node, `newPayload` | {} | {} | {} | {} |",
+            "| answer time | p50 ms | p99 ms | max ms | answers ≥ 0.5 s | errors |"
+        );
+        let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|");
+        let _ = writeln!(
+            out,
+            "| beacon node, `newPayload` | {} | {} | {} | {slow} of {} | {} |",
             number(hung.samples.percentile_us(50.0) / 1e3, 2, false),
             number(hung.samples.percentile_us(99.0) / 1e3, 2, false),
             number(hung.samples.percentile_us(100.0) / 1e3, 2, false),
+            hung.samples.nanos.len(),
             hung.samples.errors
+        );
+        let _ = writeln!(
+            out,
+            "\nThe slow answers are the hedged ones (the second EL's, after `--hedge-after`) until \
+             the primary's request timeout marks it unhealthy; the rest come from the healthy EL."
         );
     }
 }

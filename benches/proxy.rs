@@ -1,13 +1,19 @@
 //! End-to-end benchmark of the `sync-proxy` binary, side by side in one run with the floor (the
 //! load generator talking to a mock execution client directly) and with nginx (`proxy_pass`
 //! to a keep-alive upstream, and `proxy_pass` plus `mirror` to sync-proxy as in DESIGN.md's
-//! appendix): added latency (p50, p99), requests/s, CPU per request, fan-out to 1/3/8 ELs, a
-//! 2 MB `newPayload`, peak RSS and binary size. Prints a Markdown table (for the README) and
-//! writes it to `target/bench-proxy.md`; child logs and `/metrics` go to
-//! `target/bench-proxy-logs/`.
+//! appendix): added latency (p50, p99; per round, rounds interleaved across setups, median with
+//! the lowest and highest round), requests/s, CPU per request, fan-out to 1/3/8 ELs, a 2 MB
+//! `newPayload`, instructions per request under callgrind, 1,000 idle keep-alive connections,
+//! a hung primary EL, peak RSS and binary size, and a table of issue 10's targets. Prints
+//! Markdown (for the README) and writes it to `target/bench-proxy.md`; child logs, `/metrics`
+//! and callgrind profiles go to `target/bench-proxy-logs/`.
 //!
 //! `cargo bench --bench proxy` (about a minute), or with `-- --quick` or
-//! `SYNC_PROXY_BENCH_QUICK=1` (about 20 s, a CI smoke run with fewer samples). nginx rows need
+//! `SYNC_PROXY_BENCH_QUICK=1` (about 25 s, a CI smoke run with fewer samples). With `valgrind`
+//! on `PATH` it also counts instructions under callgrind (sync-proxy and nginx, marginal per
+//! request); `SYNC_PROXY_BENCH_ONLY=instructions` runs only that part, and
+//! `SYNC_PROXY_BENCH_BINARY=target/profiling/sync-proxy` measures a build with symbols, whose
+//! profiles (`target/bench-proxy-logs/callgrind.*.out`) `callgrind_annotate` can read. nginx rows need
 //! `nginx` on `PATH` (or `SYNC_PROXY_BENCH_NGINX=/path/to/nginx`; `=off` skips them).
 //! `SYNC_PROXY_BENCH_MUSL=/path` names the static build to compare (default:
 //! `target/x86_64-unknown-linux-musl/release/sync-proxy`, if it was built).
@@ -136,7 +142,7 @@ impl Settings {
                 throughput_rounds: 3,
                 throughput_time: Duration::from_secs(1),
                 max_per_connection: 200_000,
-                large_rounds: 4,
+                large_rounds: 6,
                 large_per_round: 10,
                 inspect_small_runs: 10_000,
                 inspect_large_runs: 30,

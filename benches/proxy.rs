@@ -968,19 +968,33 @@ fn marginal(
     let mut totals = [0u64; 2];
     for (total, count) in totals.iter_mut().zip([counts.0, counts.1]) {
         let out = out_dir.join(format!("callgrind.{name}.{count}.out"));
-        let (proc, addr) = start(&out)?;
-        let mut client = Client::new(addr);
-        let samples = load::latency(&mut client, request, count, CALLGRIND_TIME_CAP);
-        drop(client);
-        if samples.nanos.len() != count {
-            return Err(io::Error::other(format!(
-                "{} of {count} requests answered",
-                samples.nanos.len()
-            )));
-        }
-        *total = callgrind::stop(proc, &out)?;
+        // A run whose server does not stop in time (a loaded machine) is run once more.
+        *total = match callgrind_run(count, request, start, &out) {
+            Ok(total) => total,
+            Err(_) => callgrind_run(count, request, start, &out)?,
+        };
     }
     Ok((totals[1] as f64 - totals[0] as f64) / (counts.1 - counts.0) as f64)
+}
+
+/// One server under callgrind, `count` requests, its total instructions.
+fn callgrind_run(
+    count: usize,
+    request: &mut Request,
+    start: &dyn Fn(&Path) -> io::Result<(Proc, SocketAddr)>,
+    out: &Path,
+) -> io::Result<u64> {
+    let (proc, addr) = start(out)?;
+    let mut client = Client::new(addr);
+    let samples = load::latency(&mut client, request, count, CALLGRIND_TIME_CAP);
+    drop(client);
+    if samples.nanos.len() != count {
+        return Err(io::Error::other(format!(
+            "{} of {count} requests answered",
+            samples.nanos.len()
+        )));
+    }
+    callgrind::stop(proc, out)
 }
 
 /// Instructions of one `rpc::inspect` of the large body: this binary under callgrind with

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::procs::Proc;
 
 /// How long a child under callgrind gets to write its totals after `SIGTERM`.
-const MAX_EXIT_WAIT: Duration = Duration::from_secs(30);
+const MAX_EXIT_WAIT: Duration = Duration::from_secs(60);
 
 /// The `valgrind` program, if installed.
 pub fn valgrind() -> Option<PathBuf> {

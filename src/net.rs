@@ -117,6 +117,10 @@ impl InputBuffer {
 /// Large body buffers kept for reuse after their requests are gone.
 const POOLED_BODIES: usize = 2;
 
+/// Largest buffer kept: a full block's payload fits, and the pool never holds more than
+/// `POOLED_BODIES` × this (8 MiB) after an unusually large body.
+const POOLED_BODY_MAX_BYTES: usize = 4 * 1024 * 1024;
+
 thread_local! {
     /// Buffers of finished large bodies: a new body of about the same size reuses one, so its
     /// pages are already mapped. Without it every 2 MB body was a fresh allocation, which glibc
@@ -146,10 +150,11 @@ pub fn body_buffer(capacity: usize) -> Vec<u8> {
     }
 }
 
-/// Gives a finished large body's buffer back for [`body_buffer`]; small ones are just freed,
-/// and the pool keeps at most [`POOLED_BODIES`] (the newest).
+/// Gives a finished large body's buffer back for [`body_buffer`]; small ones and ones over
+/// [`POOLED_BODY_MAX_BYTES`] are just freed, and the pool keeps at most [`POOLED_BODIES`] (the
+/// newest).
 pub fn recycle_body(body: Vec<u8>) {
-    if body.capacity() < IN_PLACE_BODY_BYTES {
+    if !(IN_PLACE_BODY_BYTES..=POOLED_BODY_MAX_BYTES).contains(&body.capacity()) {
         return;
     }
     BODY_POOL.with_borrow_mut(|pool| {
@@ -256,6 +261,24 @@ mod tests {
             }
             Ok(n)
         }
+    }
+
+    #[test]
+    fn body_pool_reuses_a_large_buffer_and_keeps_no_huge_one() {
+        let mut body = body_buffer(1 << 20);
+        body.resize(1 << 20, 7);
+        let address = body.as_ptr();
+        recycle_body(body);
+        let reused = body_buffer(1 << 20);
+        assert_eq!(reused.as_ptr(), address, "the same allocation comes back");
+        assert!(reused.is_empty());
+        recycle_body(Vec::with_capacity(POOLED_BODY_MAX_BYTES + 1));
+        assert!(
+            BODY_POOL
+                .with_borrow(|pool| pool.iter().all(|b| b.capacity() <= POOLED_BODY_MAX_BYTES))
+        );
+        let small = body_buffer(100);
+        assert!(small.capacity() >= 100 && small.capacity() < IN_PLACE_BODY_BYTES);
     }
 
     #[test]

@@ -931,6 +931,11 @@ fn measure_instructions(
         Ok(v) => figures.sync_proxy_large = Some(v),
         Err(e) => figures_note(&mut notes, "sync-proxy 2 MB", &e),
     }
+    progress("callgrind: sync-proxy, 2 MB request to 3 and 8 ELs");
+    match fan_out_instructions(valgrind, el, figures.large_counts, large, out_dir) {
+        Ok(fan_out) => figures.sync_proxy_large_fan_out = fan_out,
+        Err(e) => figures_note(&mut notes, "sync-proxy 2 MB fan-out", &e),
+    }
     if let Some(nginx) = nginx_binary {
         progress("callgrind: nginx, small and 2 MB requests");
         let start = |out: &Path| start_nginx(nginx, out).map(|proc| (proc, stock));
@@ -951,6 +956,39 @@ fn measure_instructions(
     }
     figures.notes = notes;
     figures
+}
+
+/// Marginal instructions of a 2 MB request through sync-proxy to 3 and to 8 ELs (the first is
+/// `el`, the others fresh mock ELs): the user-space part of fan-out.
+fn fan_out_instructions(
+    valgrind: &Path,
+    el: SocketAddr,
+    counts: (usize, usize),
+    large: &mut Request,
+    out_dir: &Path,
+) -> io::Result<[Option<f64>; 2]> {
+    let extra = (0..EXTRA_ELS)
+        .map(|_| MockEl::start())
+        .collect::<io::Result<Vec<_>>>()?;
+    let binary = sync_proxy_binary();
+    let mut figures = [None, None];
+    for (figure, count) in figures.iter_mut().zip([3, 8]) {
+        let els: Vec<SocketAddr> = std::iter::once(el)
+            .chain(extra.iter().map(MockEl::addr))
+            .take(count)
+            .collect();
+        let start = |out: &Path| -> io::Result<(Proc, SocketAddr)> {
+            let addr = procs::free_addr()?;
+            let args = sync_proxy_args(addr, &els, "primary", &[]);
+            let log = out.with_extension("log");
+            let mut proc = callgrind::spawn(valgrind, "sync-proxy", &binary, &args, out, &log)?;
+            proc.wait_listening(addr)?;
+            Ok((proc, addr))
+        };
+        let name = format!("sync-proxy-large-{count}el");
+        *figure = Some(marginal(counts, large, &start, out_dir, &name)?);
+    }
+    Ok(figures)
 }
 
 fn figures_note(notes: &mut Vec<String>, what: &str, error: &io::Error) {

@@ -526,6 +526,14 @@ impl Report<'_> {
             show(i.nginx_large),
             ratio_of(i.sync_proxy_large, i.nginx_large)
         );
+        for (figure, els) in i.sync_proxy_large_fan_out.iter().zip([3, 8]) {
+            let _ = writeln!(
+                out,
+                "| 2 MB newPayload, per request, {els} ELs | {} | — | {} vs 1 EL |",
+                show(*figure),
+                ratio_of(*figure, i.sync_proxy_large)
+            );
+        }
         let _ = writeln!(
             out,
             "| `rpc::inspect`, per 2 MB body byte | {} | — | — |",
@@ -625,6 +633,8 @@ pub struct Instructions {
     pub sync_proxy_small_crowded: Option<f64>,
     pub nginx_small: Option<f64>,
     pub sync_proxy_large: Option<f64>,
+    /// The same to 3 and to 8 ELs.
+    pub sync_proxy_large_fan_out: [Option<f64>; 2],
     pub nginx_large: Option<f64>,
     /// `rpc::inspect` on the large body, per body byte.
     pub inspect_per_byte: Option<f64>,

@@ -1,13 +1,19 @@
 //! End-to-end benchmark of the `sync-proxy` binary, side by side in one run with the floor (the
 //! load generator talking to a mock execution client directly) and with nginx (`proxy_pass`
 //! to a keep-alive upstream, and `proxy_pass` plus `mirror` to sync-proxy as in DESIGN.md's
-//! appendix): added latency (p50, p99), requests/s, CPU per request, fan-out to 1/3/8 ELs, a
-//! 2 MB `newPayload`, peak RSS and binary size. Prints a Markdown table (for the README) and
-//! writes it to `target/bench-proxy.md`; child logs and `/metrics` go to
-//! `target/bench-proxy-logs/`.
+//! appendix): added latency (p50, p99; per round, rounds interleaved across setups, median with
+//! the lowest and highest round), requests/s, CPU per request, fan-out to 1/3/8 ELs, a 2 MB
+//! `newPayload`, instructions per request under callgrind, 1,000 idle keep-alive connections,
+//! a hung primary EL, peak RSS and binary size, and a table of issue 10's targets. Prints
+//! Markdown (for the README) and writes it to `target/bench-proxy.md`; child logs, `/metrics`
+//! and callgrind profiles go to `target/bench-proxy-logs/`.
 //!
 //! `cargo bench --bench proxy` (about a minute), or with `-- --quick` or
-//! `SYNC_PROXY_BENCH_QUICK=1` (about 20 s, a CI smoke run with fewer samples). nginx rows need
+//! `SYNC_PROXY_BENCH_QUICK=1` (about 25 s, a CI smoke run with fewer samples). With `valgrind`
+//! on `PATH` it also counts instructions under callgrind (sync-proxy and nginx, marginal per
+//! request); `SYNC_PROXY_BENCH_ONLY=instructions` runs only that part, and
+//! `SYNC_PROXY_BENCH_BINARY=target/profiling/sync-proxy` measures a build with symbols, whose
+//! profiles (`target/bench-proxy-logs/callgrind.*.out`) `callgrind_annotate` can read. nginx rows need
 //! `nginx` on `PATH` (or `SYNC_PROXY_BENCH_NGINX=/path/to/nginx`; `=off` skips them).
 //! `SYNC_PROXY_BENCH_MUSL=/path` names the static build to compare (default:
 //! `target/x86_64-unknown-linux-musl/release/sync-proxy`, if it was built).
@@ -19,6 +25,7 @@
 
 mod support;
 
+use std::cell::RefCell;
 use std::fs;
 use std::hint::black_box;
 use std::io::{self, Read, Write};
@@ -27,11 +34,14 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use support::callgrind;
 use support::load::{self, Client, Request};
 use support::mock_el::MockEl;
 use support::nginx::{self, Mirror, Server};
 use support::procs::{self, Proc, TempDir};
-use support::report::{LargePath, Measured, Method, Report, Setup};
+use support::report::{
+    Hung, Idle, Instructions, LargePath, Measured, Method, Report, Setup, Spread,
+};
 
 /// The binary under test, built by Cargo for this benchmark.
 const SYNC_PROXY: &str = env!("CARGO_BIN_EXE_sync-proxy");
@@ -63,6 +73,10 @@ const NGINX_BODY_BUFFER: &str = "4m";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(at) = args.iter().position(|a| a == "--inspect-count") {
+        let count = args.get(at + 1).and_then(|n| n.parse().ok()).unwrap_or(1);
+        return inspect_only(count);
+    }
     let quick = args.iter().any(|a| a == "--quick")
         || std::env::var("SYNC_PROXY_BENCH_QUICK").is_ok_and(|v| v == "1");
     // `cargo test --benches` runs this without `--bench`: no minute-long run there.
@@ -128,7 +142,7 @@ impl Settings {
                 throughput_rounds: 3,
                 throughput_time: Duration::from_secs(1),
                 max_per_connection: 200_000,
-                large_rounds: 4,
+                large_rounds: 6,
                 large_per_round: 10,
                 inspect_small_runs: 10_000,
                 inspect_large_runs: 30,
@@ -162,20 +176,20 @@ impl Lab {
         els: &[SocketAddr],
         ack: &str,
     ) -> io::Result<(usize, SocketAddr)> {
+        self.start_sync_proxy_with(file, program, els, ack, &[])
+    }
+
+    /// [`Lab::start_sync_proxy`] with extra command-line arguments.
+    fn start_sync_proxy_with(
+        &mut self,
+        file: &str,
+        program: &Path,
+        els: &[SocketAddr],
+        ack: &str,
+        extra: &[&str],
+    ) -> io::Result<(usize, SocketAddr)> {
         let addr = procs::free_addr()?;
-        let mut args = vec![
-            "--listen".to_owned(),
-            addr.to_string(),
-            "--ack".to_owned(),
-            ack.to_owned(),
-            // The default level, as operators run it.
-            "--log-level".to_owned(),
-            "info".to_owned(),
-        ];
-        for el in els {
-            args.push("--el".to_owned());
-            args.push(format!("http://{el}"));
-        }
+        let args = sync_proxy_args(addr, els, ack, extra);
         let log = self.log_dir.join(format!("{file}.log"));
         let mut proc = Proc::spawn(file, program, &args, &log)?;
         proc.wait_listening(addr)?;
@@ -207,13 +221,39 @@ impl Lab {
     }
 }
 
+/// The binary under test: Cargo's build for this benchmark, or `SYNC_PROXY_BENCH_BINARY` (for
+/// example `target/profiling/sync-proxy`, whose symbols make the callgrind profiles readable).
+fn sync_proxy_binary() -> PathBuf {
+    std::env::var_os("SYNC_PROXY_BENCH_BINARY")
+        .map_or_else(|| PathBuf::from(SYNC_PROXY), PathBuf::from)
+}
+
+/// The command line of a sync-proxy listening on `addr` in front of `els`.
+fn sync_proxy_args(addr: SocketAddr, els: &[SocketAddr], ack: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--listen".to_owned(),
+        addr.to_string(),
+        "--ack".to_owned(),
+        ack.to_owned(),
+        // The default level, as operators run it.
+        "--log-level".to_owned(),
+        "info".to_owned(),
+    ];
+    for el in els {
+        args.push("--el".to_owned());
+        args.push(format!("http://{el}"));
+    }
+    args.extend(extra.iter().map(|&a| a.to_owned()));
+    args
+}
+
 fn run(settings: &Settings) -> io::Result<()> {
     let started = Instant::now();
     let load_average = fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|text| text.split_whitespace().next().map(str::to_owned))
         .unwrap_or_else(|| "unknown".to_owned());
-    let binary = PathBuf::from(SYNC_PROXY);
+    let binary = sync_proxy_binary();
     let target_dir = binary
         .parent()
         .and_then(Path::parent)
@@ -265,6 +305,39 @@ fn run(settings: &Settings) -> io::Result<()> {
             .take(count)
             .collect()
     };
+
+    let mut small = Request::fork_choice();
+    let mut large = Request::new_payload(LARGE_TRANSACTIONS, LARGE_TRANSACTION_HEX_BYTES);
+    let instructions = match callgrind::valgrind() {
+        Some(valgrind) => measure_instructions(
+            settings,
+            &valgrind,
+            nginx_binary.as_deref(),
+            el.addr(),
+            (&log_dir, temp.path()),
+            &mut small,
+            &mut large,
+        ),
+        None => Instructions {
+            notes: vec!["callgrind figures skipped: `valgrind` is not on PATH".to_owned()],
+            ..Instructions::default()
+        },
+    };
+    if std::env::var("SYNC_PROXY_BENCH_ONLY").is_ok_and(|v| v == "instructions") {
+        println!(
+            "small {:?}: sync-proxy {:?} crowded {:?} nginx {:?}; large {:?}: sync-proxy {:?} nginx {:?}; inspect/byte {:?}; {:?}",
+            instructions.small_counts,
+            instructions.sync_proxy_small,
+            instructions.sync_proxy_small_crowded,
+            instructions.nginx_small,
+            instructions.large_counts,
+            instructions.sync_proxy_large,
+            instructions.nginx_large,
+            instructions.inspect_per_byte,
+            instructions.notes
+        );
+        return Ok(());
+    }
 
     let mut lab = Lab {
         procs: Vec::new(),
@@ -431,9 +504,8 @@ fn run(settings: &Settings) -> io::Result<()> {
         m.idle_kib = lab.procs[m.proc].peak_rss_kib();
     }
 
-    let mut small = Request::new_payload(0, 0);
     progress(&format!(
-        "latency ({}-byte newPayloadV4)",
+        "latency ({}-byte forkchoiceUpdatedV3)",
         small.body_bytes()
     ));
     let latency_drops = measure_latency(settings, &lab, &mut setups, &mut small);
@@ -459,7 +531,6 @@ fn run(settings: &Settings) -> io::Result<()> {
         m.small_kib = lab.procs[m.proc].peak_rss_kib();
     }
 
-    let mut large = Request::new_payload(LARGE_TRANSACTIONS, LARGE_TRANSACTION_HEX_BYTES);
     progress(&format!("{}-byte newPayloadV4", large.body_bytes()));
     measure_large(settings, &lab, &mut large_paths, &mut large);
     thread::sleep(SETTLE);
@@ -477,16 +548,39 @@ fn run(settings: &Settings) -> io::Result<()> {
         ),
     ];
 
+    progress(&format!("{IDLE_CONNECTIONS} idle connections"));
+    let idle = match measure_idle(settings, &mut lab, &binary, el.addr(), &mut small) {
+        Ok(idle) => Some(idle),
+        Err(e) => {
+            notes.push(format!("idle connections scenario failed: {e}"));
+            None
+        }
+    };
+    progress("primary EL hung");
+    let hung = match measure_hung(settings, &mut lab, &binary, el.addr()) {
+        Ok(hung) => Some(hung),
+        Err(e) => {
+            notes.push(format!("hung primary scenario failed: {e}"));
+            None
+        }
+    };
+    let musl_idle_kib = measured
+        .iter()
+        .find(|m| m.label.contains("musl"))
+        .map(|m| m.idle_kib);
+
     notes.extend(collect_notes(&mut lab, temp.path())?);
     let el_served =
         el.served() + el_behind_mirror.served() + extra_els.iter().map(MockEl::served).sum::<u64>();
     let method = Method {
         quick: settings.quick,
-        latency_samples: settings.latency_rounds * settings.latency_per_round,
+        latency_rounds: settings.latency_rounds,
+        latency_per_round: settings.latency_per_round,
         connections: settings.throughput_connections,
         throughput_rounds: settings.throughput_rounds,
         throughput_time: settings.throughput_time,
-        large_samples: settings.large_rounds * settings.large_per_round,
+        large_rounds: settings.large_rounds,
+        large_per_round: settings.large_per_round,
         load_average,
     };
     let musl_name = musl.as_ref().map(|path| {
@@ -509,6 +603,10 @@ fn run(settings: &Settings) -> io::Result<()> {
         musl: musl.as_deref().zip(musl_name),
         nginx_binary: nginx_binary.as_deref(),
         notes: &notes,
+        instructions: &instructions,
+        idle,
+        hung,
+        musl_idle_kib,
     };
     let markdown = report.markdown();
     drop(lab);
@@ -553,6 +651,7 @@ fn measure_latency(
                 settings.latency_per_round,
                 settings.round_time_cap,
             );
+            setup.rounds.push(samples.clone());
             setup.latency.extend(samples);
         }
     }
@@ -610,12 +709,14 @@ fn measure_large(settings: &Settings, lab: &Lab, paths: &mut [LargePath], reques
                 continue;
             }
             let before: Duration = lab.cpu_times(&path.procs).iter().sum();
-            path.samples.extend(load::latency(
+            let samples = load::latency(
                 client,
                 request,
                 settings.large_per_round,
                 settings.round_time_cap,
-            ));
+            );
+            path.rounds.push(samples.clone());
+            path.samples.extend(samples);
             let after: Duration = lab.cpu_times(&path.procs).iter().sum();
             path.cpu_time += after.saturating_sub(before);
         }
@@ -717,3 +818,349 @@ fn http_get(addr: SocketAddr, path: &str) -> io::Result<String> {
 fn progress(message: &str) {
     eprintln!("proxy bench: {message}");
 }
+
+/// Longest a callgrind run may take to send its requests.
+const CALLGRIND_TIME_CAP: Duration = Duration::from_secs(180);
+
+/// Runs every server under callgrind twice with `counts` requests each, and the inspection of
+/// the large body in this benchmark's own binary (`--inspect-count`).
+fn measure_instructions(
+    settings: &Settings,
+    valgrind: &Path,
+    nginx_binary: Option<&Path>,
+    el: SocketAddr,
+    (out_dir, temp): (&Path, &Path),
+    small: &mut Request,
+    large: &mut Request,
+) -> Instructions {
+    let mut figures = Instructions {
+        small_counts: if settings.quick {
+            (200, 600)
+        } else {
+            (1_000, 3_000)
+        },
+        large_counts: if settings.quick { (2, 6) } else { (4, 12) },
+        ..Instructions::default()
+    };
+    let binary = sync_proxy_binary();
+    let start_sync_proxy = |out: &Path| -> io::Result<(Proc, SocketAddr)> {
+        let addr = procs::free_addr()?;
+        let args = sync_proxy_args(addr, &[el], "primary", &["--max-connections", "4000"]);
+        let log = out.with_extension("log");
+        let mut proc = callgrind::spawn(valgrind, "sync-proxy", &binary, &args, out, &log)?;
+        proc.wait_listening(addr)?;
+        Ok((proc, addr))
+    };
+    let (stock, tuned) = match (procs::free_addr(), procs::free_addr()) {
+        (Ok(stock), Ok(tuned)) => (stock, tuned),
+        _ => return figures,
+    };
+    let start_nginx = |nginx: &Path, out: &Path| -> io::Result<Proc> {
+        let servers = [
+            Server {
+                listen: stock,
+                mirror: None,
+                body_buffer: None,
+            },
+            Server {
+                listen: tuned,
+                mirror: None,
+                body_buffer: Some(NGINX_BODY_BUFFER),
+            },
+        ];
+        let dir = temp.join("nginx-callgrind");
+        nginx::start_with(
+            nginx,
+            "nginx-callgrind",
+            &dir,
+            el,
+            &servers,
+            Some((valgrind, out)),
+        )
+    };
+    let mut notes = Vec::new();
+    progress("callgrind: sync-proxy, small request");
+    match marginal(
+        figures.small_counts,
+        small,
+        &start_sync_proxy,
+        out_dir,
+        "sync-proxy-small",
+    ) {
+        Ok(v) => figures.sync_proxy_small = Some(v),
+        Err(e) => figures_note(&mut notes, "sync-proxy small", &e),
+    }
+    progress(&format!(
+        "callgrind: sync-proxy, small request with {IDLE_CONNECTIONS} idle connections open"
+    ));
+    let idle = RefCell::new(Vec::new());
+    let crowded = |out: &Path| -> io::Result<(Proc, SocketAddr)> {
+        let (proc, addr) = start_sync_proxy(out)?;
+        let mut clients = idle.borrow_mut();
+        clients.clear();
+        let mut request = Request::fork_choice();
+        for _ in 0..IDLE_CONNECTIONS {
+            let mut client = Client::new(addr);
+            let id = request.stamp();
+            if !client.call(&request, &id)? {
+                return Err(io::Error::other("an idle connection's call failed"));
+            }
+            clients.push(client);
+        }
+        Ok((proc, addr))
+    };
+    match marginal(
+        figures.small_counts,
+        small,
+        &crowded,
+        out_dir,
+        "sync-proxy-crowded",
+    ) {
+        Ok(v) => figures.sync_proxy_small_crowded = Some(v),
+        Err(e) => figures_note(&mut notes, "sync-proxy small, idle connections open", &e),
+    }
+    idle.borrow_mut().clear();
+    progress("callgrind: sync-proxy, 2 MB request");
+    match marginal(
+        figures.large_counts,
+        large,
+        &start_sync_proxy,
+        out_dir,
+        "sync-proxy-large",
+    ) {
+        Ok(v) => figures.sync_proxy_large = Some(v),
+        Err(e) => figures_note(&mut notes, "sync-proxy 2 MB", &e),
+    }
+    progress("callgrind: sync-proxy, 2 MB request to 3 and 8 ELs");
+    match fan_out_instructions(valgrind, el, figures.large_counts, large, out_dir) {
+        Ok(fan_out) => figures.sync_proxy_large_fan_out = fan_out,
+        Err(e) => figures_note(&mut notes, "sync-proxy 2 MB fan-out", &e),
+    }
+    if let Some(nginx) = nginx_binary {
+        progress("callgrind: nginx, small and 2 MB requests");
+        let start = |out: &Path| start_nginx(nginx, out).map(|proc| (proc, stock));
+        match marginal(figures.small_counts, small, &start, out_dir, "nginx-small") {
+            Ok(v) => figures.nginx_small = Some(v),
+            Err(e) => figures_note(&mut notes, "nginx small", &e),
+        }
+        let start = |out: &Path| start_nginx(nginx, out).map(|proc| (proc, tuned));
+        match marginal(figures.large_counts, large, &start, out_dir, "nginx-large") {
+            Ok(v) => figures.nginx_large = Some(v),
+            Err(e) => figures_note(&mut notes, "nginx 2 MB", &e),
+        }
+    }
+    progress("callgrind: rpc::inspect on the 2 MB body");
+    match inspect_instructions(valgrind, out_dir) {
+        Ok(total) => figures.inspect_per_byte = Some(total / large.body_bytes() as f64),
+        Err(e) => figures_note(&mut notes, "inspect", &e),
+    }
+    figures.notes = notes;
+    figures
+}
+
+/// Marginal instructions of a 2 MB request through sync-proxy to 3 and to 8 ELs (the first is
+/// `el`, the others fresh mock ELs): the user-space part of fan-out.
+fn fan_out_instructions(
+    valgrind: &Path,
+    el: SocketAddr,
+    counts: (usize, usize),
+    large: &mut Request,
+    out_dir: &Path,
+) -> io::Result<[Option<f64>; 2]> {
+    let extra = (0..EXTRA_ELS)
+        .map(|_| MockEl::start())
+        .collect::<io::Result<Vec<_>>>()?;
+    let binary = sync_proxy_binary();
+    let mut figures = [None, None];
+    for (figure, count) in figures.iter_mut().zip([3, 8]) {
+        let els: Vec<SocketAddr> = std::iter::once(el)
+            .chain(extra.iter().map(MockEl::addr))
+            .take(count)
+            .collect();
+        let start = |out: &Path| -> io::Result<(Proc, SocketAddr)> {
+            let addr = procs::free_addr()?;
+            let args = sync_proxy_args(addr, &els, "primary", &[]);
+            let log = out.with_extension("log");
+            let mut proc = callgrind::spawn(valgrind, "sync-proxy", &binary, &args, out, &log)?;
+            proc.wait_listening(addr)?;
+            Ok((proc, addr))
+        };
+        let name = format!("sync-proxy-large-{count}el");
+        *figure = Some(marginal(counts, large, &start, out_dir, &name)?);
+    }
+    Ok(figures)
+}
+
+fn figures_note(notes: &mut Vec<String>, what: &str, error: &io::Error) {
+    notes.push(format!("callgrind {what}: {error}"));
+}
+
+/// (I(more) − I(fewer)) / (more − fewer) for a server `start` launches under callgrind.
+fn marginal(
+    counts: (usize, usize),
+    request: &mut Request,
+    start: &dyn Fn(&Path) -> io::Result<(Proc, SocketAddr)>,
+    out_dir: &Path,
+    name: &str,
+) -> io::Result<f64> {
+    let mut totals = [0u64; 2];
+    for (total, count) in totals.iter_mut().zip([counts.0, counts.1]) {
+        let out = out_dir.join(format!("callgrind.{name}.{count}.out"));
+        // A run whose server does not stop in time (a loaded machine) is run once more.
+        *total = match callgrind_run(count, request, start, &out) {
+            Ok(total) => total,
+            Err(_) => callgrind_run(count, request, start, &out)?,
+        };
+    }
+    Ok((totals[1] as f64 - totals[0] as f64) / (counts.1 - counts.0) as f64)
+}
+
+/// One server under callgrind, `count` requests, its total instructions.
+fn callgrind_run(
+    count: usize,
+    request: &mut Request,
+    start: &dyn Fn(&Path) -> io::Result<(Proc, SocketAddr)>,
+    out: &Path,
+) -> io::Result<u64> {
+    let (proc, addr) = start(out)?;
+    let mut client = Client::new(addr);
+    let samples = load::latency(&mut client, request, count, CALLGRIND_TIME_CAP);
+    drop(client);
+    if samples.nanos.len() != count {
+        return Err(io::Error::other(format!(
+            "{} of {count} requests answered",
+            samples.nanos.len()
+        )));
+    }
+    callgrind::stop(proc, out)
+}
+
+/// Instructions of one `rpc::inspect` of the large body: this binary under callgrind with
+/// `--inspect-count 1` and `--inspect-count 5`, a quarter of the difference.
+fn inspect_instructions(valgrind: &Path, out_dir: &Path) -> io::Result<f64> {
+    let me = std::env::current_exe()?;
+    let mut totals = [0u64; 2];
+    for (total, count) in totals.iter_mut().zip([1, 5]) {
+        let out = out_dir.join(format!("callgrind.inspect.{count}.out"));
+        let status = std::process::Command::new(valgrind)
+            .arg("--tool=callgrind")
+            .arg(format!("--callgrind-out-file={}", out.display()))
+            .arg(&me)
+            .args(["--inspect-count", &count.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()?;
+        if !status.success() {
+            return Err(io::Error::other(format!("{status}")));
+        }
+        *total = callgrind::total(&out)?;
+    }
+    Ok((totals[1] as f64 - totals[0] as f64) / 4.0)
+}
+
+/// `--inspect-count N`: inspects the large body N times and exits (run under callgrind).
+fn inspect_only(count: usize) {
+    let large = Request::new_payload(LARGE_TRANSACTIONS, LARGE_TRANSACTION_HEX_BYTES);
+    for _ in 0..count {
+        let _ = black_box(sync_proxy::rpc::inspect(black_box(large.body())));
+    }
+}
+
+/// Idle keep-alive beacon connections opened in the idle scenario.
+const IDLE_CONNECTIONS: usize = 1_000;
+
+/// Two sync-proxies in front of the same EL, one with [`IDLE_CONNECTIONS`] idle keep-alive
+/// connections (each sent one call first, as a beacon node does): the RSS they add, and a
+/// busy client's latency on both in interleaved rounds.
+fn measure_idle(
+    settings: &Settings,
+    lab: &mut Lab,
+    binary: &Path,
+    el: SocketAddr,
+    request: &mut Request,
+) -> io::Result<Idle> {
+    let limit = ["--max-connections", "4000"];
+    let (_, quiet_addr) =
+        lab.start_sync_proxy_with("sync-proxy-quiet", binary, &[el], "primary", &limit)?;
+    let (crowded, crowded_addr) =
+        lab.start_sync_proxy_with("sync-proxy-crowded", binary, &[el], "primary", &limit)?;
+    let mut quiet = Client::new(quiet_addr);
+    let mut busy = Client::new(crowded_addr);
+    for client in [&mut quiet, &mut busy] {
+        let _ = load::latency(
+            client,
+            request,
+            settings.warm_up_calls,
+            settings.round_time_cap,
+        );
+    }
+    thread::sleep(SETTLE);
+    let rss_before_kib = lab.procs[crowded].rss_kib();
+    let mut idle = Vec::with_capacity(IDLE_CONNECTIONS);
+    for _ in 0..IDLE_CONNECTIONS {
+        let mut client = Client::new(crowded_addr);
+        let id = request.stamp();
+        if !client.call(request, &id)? {
+            return Err(io::Error::other("an idle connection's call failed"));
+        }
+        idle.push(client);
+    }
+    thread::sleep(SETTLE);
+    let rss_after_kib = lab.procs[crowded].rss_kib();
+    let (mut quiet_rounds, mut crowded_rounds) = (Vec::new(), Vec::new());
+    for _ in 0..settings.latency_rounds {
+        for (client, rounds) in [
+            (&mut quiet, &mut quiet_rounds),
+            (&mut busy, &mut crowded_rounds),
+        ] {
+            rounds.push(load::latency(
+                client,
+                request,
+                settings.latency_per_round,
+                settings.round_time_cap,
+            ));
+        }
+    }
+    drop(idle);
+    let errors = |rounds: &[load::Samples]| rounds.iter().map(|r| r.errors).sum();
+    Ok(Idle {
+        connections: IDLE_CONNECTIONS,
+        rounds: settings.latency_rounds,
+        rss_before_kib,
+        rss_after_kib,
+        quiet_p50: Spread::of_rounds(&quiet_rounds, 50.0),
+        quiet_p99: Spread::of_rounds(&quiet_rounds, 99.0),
+        quiet_errors: errors(&quiet_rounds),
+        crowded_p50: Spread::of_rounds(&crowded_rounds, 50.0),
+        crowded_p99: Spread::of_rounds(&crowded_rounds, 99.0),
+        crowded_errors: errors(&crowded_rounds),
+    })
+}
+
+/// sync-proxy `--ack primary` whose primary EL never answers an Engine API call, with a
+/// healthy second EL: the answer times a beacon node sees for `newPayload`.
+fn measure_hung(
+    settings: &Settings,
+    lab: &mut Lab,
+    binary: &Path,
+    good_el: SocketAddr,
+) -> io::Result<Hung> {
+    let hung_el = MockEl::start_hung()?;
+    let els = [hung_el.addr(), good_el];
+    let (_, addr) =
+        lab.start_sync_proxy_with("sync-proxy-hung-primary", binary, &els, "primary", &[])?;
+    thread::sleep(SETTLE);
+    let mut request = Request::new_payload(0, 0);
+    let mut client = Client::new(addr);
+    let requests = if settings.quick { 5 } else { 20 };
+    let samples = load::latency(&mut client, &mut request, requests, HUNG_TIME_CAP);
+    Ok(Hung {
+        hedge_after: "1 s",
+        requests,
+        bytes: request.body_bytes(),
+        samples,
+    })
+}
+
+/// Longest the hung-primary scenario may take.
+const HUNG_TIME_CAP: Duration = Duration::from_secs(90);

@@ -1,4 +1,4 @@
-//! Request inspection throughput: `sync_proxy::rpc::inspect` (one validating pass, sonic-rs for
+//! Request inspection throughput: `sync_proxy::rpc::inspect` (one validating pass, serde_json for
 //! the hard scalars) against the same extraction done with a `serde_json::Value` DOM, on a small
 //! fork-choice call and on a 2 MB `newPayload` whose `method` comes after `params`.
 //!

@@ -442,7 +442,7 @@ impl Core {
                 alternate.payload_id = None;
             }
             let alternate = Rc::new(Request {
-                body: body.into_boxed_slice(),
+                body,
                 call: alternate_call,
                 method: request.method,
                 authorization: request.authorization.clone(),

@@ -113,13 +113,26 @@ fn is_refusal(code: i64) -> bool {
 
 /// How `response` to `call` (`None`: a batch) counts.
 pub fn classify(call: Option<&Call>, response: &Response) -> Class {
+    classify_read(call, response).0
+}
+
+/// How `response` to `call` counts, and what was read from it (the default when it was not
+/// read: an HTTP error, or a batch), so no one reads the same answer again.
+pub fn classify_read(call: Option<&Call>, response: &Response) -> (Class, rpc::AnswerFacts) {
     if !(200..300).contains(&response.status) {
-        return Class::Broken(Breakage::Http(response.status));
+        return (
+            Class::Broken(Breakage::Http(response.status)),
+            rpc::AnswerFacts::default(),
+        );
     }
     let Some(call) = call else {
-        return Class::Final;
+        return (Class::Final, rpc::AnswerFacts::default());
     };
     let answer = rpc::inspect_answer(call.method, &response.body);
+    (class_of(call, &answer), answer)
+}
+
+fn class_of(call: &Call, answer: &rpc::AnswerFacts) -> Class {
     if answer.id_digest != Some(rpc::id_digest(&call.id)) {
         return match answer.id_digest {
             Some(_) => Class::Broken(Breakage::WrongId),

@@ -427,7 +427,23 @@ impl ExecutionClient {
     }
 
     /// Records how long `leg` took and, for a payload or fork choice, what the answer said.
+    #[cfg(test)]
     pub fn observe(&mut self, leg: &Leg, response: &Response, now: Instant) {
+        let answer = match &leg.request.call {
+            Some(call) => rpc::inspect_answer(call.method, &response.body),
+            None => rpc::AnswerFacts::default(),
+        };
+        self.observe_read(leg, response, &answer, now);
+    }
+
+    /// [`ExecutionClient::observe`] with the answer already read (by `classify_read`).
+    pub fn observe_read(
+        &mut self,
+        leg: &Leg,
+        response: &Response,
+        answer: &rpc::AnswerFacts,
+        now: Instant,
+    ) {
         let took = leg.sent_at.map(|sent| now.saturating_duration_since(sent));
         if leg.probe {
             self.observed.probe_latency = took.or(self.observed.probe_latency);
@@ -448,7 +464,6 @@ impl ExecutionClient {
         ) {
             return;
         }
-        let answer = rpc::inspect_answer(call.method, &response.body);
         let outcome = match (response.status, answer.status, answer.error_code) {
             (200..=299, Some(status), _) => status.as_str().to_owned(),
             (200..=299, None, Some(code)) => format!("error {code}"),
@@ -576,7 +591,7 @@ impl ExecutionClient {
         Request {
             body: match kind {
                 UpstreamKind::ExecutionClient => PROBE_BODY.into(),
-                UpstreamKind::Proxy => Box::default(),
+                UpstreamKind::Proxy => Vec::new(),
             },
             call: None,
             method: Method::Other,
@@ -627,7 +642,7 @@ mod tests {
     fn leg(method: Method, bytes: usize) -> Leg {
         Leg::new(
             Rc::new(Request {
-                body: vec![b' '; bytes].into(),
+                body: vec![b' '; bytes],
                 call: None,
                 method,
                 authorization: Some("Bearer inbound".into()),

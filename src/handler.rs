@@ -240,7 +240,7 @@ fn rpc_request(
     let route = ctx.router.route(&beacon, call.as_ref(), ctx.upstreams);
     let method = call.as_ref().map_or(Method::Other, |c| c.method);
     let request = Rc::new(Request {
-        body: body.into_boxed_slice(),
+        body,
         call,
         method,
         authorization: head.authorization,

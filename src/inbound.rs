@@ -23,7 +23,7 @@ use crate::http::body::BodyReader;
 use crate::http::head::{Framing, RequestHead, RequestMethod, Version, parse_request_head};
 use crate::http::write::{CONTINUE, JSON, response_head};
 use crate::jwt::{self, Claims, Secret, VerifyError};
-use crate::net::{InputBuffer, MAX_BODY_RESERVATION_BYTES, MAX_IO_ROUNDS, read_body};
+use crate::net::{self, InputBuffer, MAX_BODY_RESERVATION_BYTES, MAX_IO_ROUNDS};
 use crate::rpc;
 use crate::time::Clock;
 
@@ -282,6 +282,9 @@ enum ReadState {
         /// For `Content-Length` bodies: the exact size, read in place.
         expected: Option<usize>,
         deadline: Instant,
+        /// A large body's socket as a `std` stream (a duplicate descriptor), made on its first
+        /// in-place read and closed with the body: see [`net::InPlaceReader`].
+        in_place: net::InPlaceReader,
     },
     /// No more requests on this connection (error answered, `Connection: close`, shutdown).
     Stopped,
@@ -308,7 +311,7 @@ enum AnswerSlot {
     },
 }
 
-impl<S: Read + Write> Inbound<S> {
+impl<S: Read + Write + 'static> Inbound<S> {
     /// A freshly accepted connection.
     pub fn new(
         stream: S,
@@ -454,8 +457,9 @@ impl<S: Read + Write> Inbound<S> {
                 ReadState::Body {
                     body,
                     expected: Some(expected),
+                    in_place,
                     ..
-                } if self.buf.is_empty() => read_body(&mut self.stream, body, *expected),
+                } if self.buf.is_empty() => in_place.read_body(&mut self.stream, body, *expected),
                 _ => self.buf.read_from(&mut self.stream),
             };
             match result {
@@ -760,9 +764,10 @@ impl<S: Read + Write> Inbound<S> {
             reader: BodyReader::new(head.framing, self.limits.max_body_bytes),
             head: Box::new(head),
             auth,
-            body: Vec::with_capacity(capacity),
+            body: net::body_buffer(capacity),
             expected,
             deadline: context.clock.now + self.limits.body_timeout,
+            in_place: net::InPlaceReader::default(),
         };
         true
     }

@@ -46,8 +46,9 @@ pub type IdMap<V> = std::collections::HashMap<u64, V, std::hash::BuildHasherDefa
 /// A request as read, with the facts the proxy routes on.
 #[derive(Debug)]
 pub struct Request {
-    /// The body exactly as the beacon node sent it.
-    pub body: Box<[u8]>,
+    /// The body exactly as the beacon node sent it (a `Vec`, so a large one's buffer, spare
+    /// capacity included, can be reused when the request is gone).
+    pub body: Vec<u8>,
     /// What was read from the body; `None` for a batch, which is forwarded as one unit.
     pub call: Option<Call>,
     /// Method class (`Other` for batches).
@@ -62,6 +63,15 @@ pub struct Request {
     pub received_at: Instant,
     /// The proxy's number for this request: answers to one call are told apart by it.
     pub serial: u64,
+}
+
+/// A large body's buffer goes back to the pool for the next one (see [`net::body_buffer`]).
+///
+/// [`net::body_buffer`]: crate::net::body_buffer
+impl Drop for Request {
+    fn drop(&mut self) {
+        crate::net::recycle_body(std::mem::take(&mut self.body));
+    }
 }
 
 impl Request {

@@ -396,6 +396,7 @@ impl Router {
     /// An upstream answered `call` (`serial` names the request, `class` says how the answer
     /// counts): remember what later routing needs. Returns the disagreement when its payload
     /// status differs from the first upstream's for the same block or head.
+    #[cfg(test)]
     pub fn on_answer(
         &mut self,
         upstream: usize,
@@ -405,6 +406,19 @@ impl Router {
         body: &[u8],
     ) -> Option<Disagreement> {
         let answer = rpc::inspect_answer(call.method, body);
+        self.on_read_answer(upstream, serial, call, class, body, &answer)
+    }
+
+    /// [`Router::on_answer`] with the answer already read (by `classify_read`).
+    pub fn on_read_answer(
+        &mut self,
+        upstream: usize,
+        serial: u64,
+        call: &Call,
+        class: Class,
+        body: &[u8],
+        answer: &rpc::AnswerFacts,
+    ) -> Option<Disagreement> {
         if let (Some(id), Method::ForkchoiceUpdated(_)) = (answer.payload_id, call.method) {
             self.builds.insert(id, (upstream, serial));
             let mut siblings = self.build_siblings.remove(&serial).unwrap_or_default();
@@ -1047,7 +1061,7 @@ mod tests {
             let call = new_payload(i as u64, byte, 100 + i as u64);
             send(&mut router, "bn-a", &call, now);
             let request = Rc::new(Request {
-                body: vec![b' '; 10].into(),
+                body: vec![b' '; 10],
                 method: call.method,
                 call: Some(call),
                 authorization: None,
@@ -1063,7 +1077,7 @@ mod tests {
         send(&mut router, "bn-a", &fcu, now);
         router.remember(
             &Rc::new(Request {
-                body: Box::default(),
+                body: Vec::new(),
                 method: fcu.method,
                 call: Some(fcu),
                 authorization: None,

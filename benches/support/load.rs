@@ -67,6 +67,28 @@ impl Request {
             body.push('"');
         }
         body.push_str(r#"],"withdrawals":[],"requestsHash":"0xe3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},[],"0x435527c939becae2a2561b8aade9e9ea7f175f03b85082f4fa8ac30e1cd3157e",[]]}"#);
+        Request::from_body(&body, id_at, hash_at, timestamp_at)
+    }
+
+    /// An `engine_forkchoiceUpdatedV3` with payload attributes (a block build starts), shaped
+    /// like a Prague call with one withdrawal: unique head block hash, current timestamp.
+    pub fn fork_choice() -> Request {
+        let mut body = String::new();
+        body.push_str(r#"{"jsonrpc":"2.0","id":"#);
+        let id_at = body.len();
+        body.push_str(&FIRST_ID.to_string());
+        body.push_str(r#","method":"engine_forkchoiceUpdatedV3","params":[{"headBlockHash":"0x"#);
+        let hash_at = body.len();
+        body.push_str(&"0".repeat(64));
+        body.push_str(r#"","safeBlockHash":"0x234f34cb17fb5047cd44cc2b8551022fc31f2595ef6c1d5645e9cdda2b1f0409","finalizedBlockHash":"0x56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421"},{"timestamp":"0x"#);
+        let timestamp_at = body.len();
+        body.push_str(&"0".repeat(TIMESTAMP_DIGITS));
+        body.push_str(r#"","prevRandao":"0xb3cbd322e29ea20bf495279cff6101dff5629d3801acb5a6d3fb01e536319719","suggestedFeeRecipient":"0xabababababababababababababababababababab","withdrawals":[{"index":"0x1a2b3c","validatorIndex":"0x4d5e","address":"0xcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","amount":"0x2b1f0409"}],"parentBeaconBlockRoot":"0x435527c939becae2a2561b8aade9e9ea7f175f03b85082f4fa8ac30e1cd3157e"}]}"#);
+        Request::from_body(&body, id_at, hash_at, timestamp_at)
+    }
+
+    /// A `POST /` of `body`, whose id, hash and timestamp digits start at the given offsets.
+    fn from_body(body: &str, id_at: usize, hash_at: usize, timestamp_at: usize) -> Request {
         let head = format!(
             "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()

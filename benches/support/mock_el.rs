@@ -23,6 +23,9 @@ const MAX_PROBE_BODY_BYTES: usize = 512;
 /// The `result` of every answer but probes: what a synced EL says to a valid payload.
 const PAYLOAD_RESULT: &str = r#"{"status":"VALID","latestValidHash":"0x2fd36d8018b71c590b5400849c832800163994ab506132d2cc535e349efd497d","validationError":null}"#;
 
+/// The result of a `forkchoiceUpdated` that starts a build.
+const FORK_CHOICE_RESULT: &str = r#"{"payloadStatus":{"status":"VALID","latestValidHash":"0x2fd36d8018b71c590b5400849c832800163994ab506132d2cc535e349efd497d","validationError":null},"payloadId":"0x0000000000000001"}"#;
+
 /// A running mock execution client on 127.0.0.1.
 pub struct MockEl {
     addr: SocketAddr,
@@ -34,6 +37,16 @@ pub struct MockEl {
 impl MockEl {
     /// Starts a mock on an ephemeral loopback port.
     pub fn start() -> io::Result<MockEl> {
+        MockEl::start_with(false)
+    }
+
+    /// A hung execution client: it answers the proxy's `eth_syncing` probes (so it looks
+    /// alive) but never any Engine API call, reading and dropping them.
+    pub fn start_hung() -> io::Result<MockEl> {
+        MockEl::start_with(true)
+    }
+
+    fn start_with(hung: bool) -> io::Result<MockEl> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -42,7 +55,7 @@ impl MockEl {
             let (stop, served) = (Arc::clone(&stop), Arc::clone(&served));
             thread::Builder::new()
                 .name("mock-el-accept".into())
-                .spawn(move || accept_loop(&listener, &stop, &served))?
+                .spawn(move || accept_loop(&listener, &stop, &served, hung))?
         };
         Ok(MockEl {
             addr,
@@ -75,7 +88,7 @@ impl Drop for MockEl {
     }
 }
 
-fn accept_loop(listener: &TcpListener, stop: &AtomicBool, served: &Arc<AtomicU64>) {
+fn accept_loop(listener: &TcpListener, stop: &AtomicBool, served: &Arc<AtomicU64>, hung: bool) {
     for stream in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
@@ -85,11 +98,11 @@ fn accept_loop(listener: &TcpListener, stop: &AtomicBool, served: &Arc<AtomicU64
         let _ = thread::Builder::new()
             .name("mock-el-conn".into())
             .stack_size(CONNECTION_STACK_BYTES)
-            .spawn(move || serve(stream, &served));
+            .spawn(move || serve(stream, &served, hung));
     }
 }
 
-fn serve(mut stream: TcpStream, served: &AtomicU64) {
+fn serve(mut stream: TcpStream, served: &AtomicU64, hung: bool) {
     let _ = stream.set_nodelay(true);
     let mut reader = Reader::new();
     let mut answer = Vec::with_capacity(512);
@@ -99,7 +112,11 @@ fn serve(mut stream: TcpStream, served: &AtomicU64) {
             Ok(None) | Err(_) => return,
         };
         answer.clear();
-        write_answer(&mut answer, reader.bytes(message.body), message.keep_alive);
+        let body = reader.bytes(message.body);
+        if hung && !is_probe(body) {
+            continue;
+        }
+        write_answer(&mut answer, body, message.keep_alive);
         if stream.write_all(&answer).is_err() {
             return;
         }
@@ -111,9 +128,15 @@ fn serve(mut stream: TcpStream, served: &AtomicU64) {
 }
 
 /// Appends a whole HTTP answer to `body`'s request to `out`.
+fn is_probe(body: &[u8]) -> bool {
+    body.len() <= MAX_PROBE_BODY_BYTES && http::contains(body, b"\"eth_syncing\"")
+}
+
 fn write_answer(out: &mut Vec<u8>, body: &[u8], keep_alive: bool) {
-    let result = if body.len() <= MAX_PROBE_BODY_BYTES && http::contains(body, b"\"eth_syncing\"") {
+    let result = if is_probe(body) {
         "false"
+    } else if http::contains(body, b"\"engine_forkchoiceUpdated") {
+        FORK_CHOICE_RESULT
     } else {
         PAYLOAD_RESULT
     };

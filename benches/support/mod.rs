@@ -3,6 +3,7 @@
 //! configurations and the Markdown report. Loopback only; every loop is bounded in count and
 //! time.
 
+pub mod callgrind;
 pub mod http;
 pub mod load;
 pub mod mock_el;

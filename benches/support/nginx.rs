@@ -44,6 +44,18 @@ pub fn start(
     execution_client: SocketAddr,
     servers: &[Server],
 ) -> io::Result<Proc> {
+    start_with(nginx, name, dir, execution_client, servers, None)
+}
+
+/// [`start`], optionally under callgrind: `(valgrind, profile file)`.
+pub fn start_with(
+    nginx: &Path,
+    name: &str,
+    dir: &Path,
+    execution_client: SocketAddr,
+    servers: &[Server],
+    callgrind: Option<(&Path, &Path)>,
+) -> io::Result<Proc> {
     fs::create_dir_all(dir)?;
     let config_path = dir.join("nginx.conf");
     fs::write(&config_path, config(dir, execution_client, servers))?;
@@ -55,7 +67,11 @@ pub fn start(
         "-e".to_owned(),
         dir.join("error.log").display().to_string(),
     ];
-    let mut proc = Proc::spawn(name, nginx, &args, &dir.join("stderr.log"))?;
+    let log = dir.join("stderr.log");
+    let mut proc = match callgrind {
+        Some((valgrind, out)) => super::callgrind::spawn(valgrind, name, nginx, &args, out, &log)?,
+        None => Proc::spawn(name, nginx, &args, &log)?,
+    };
     for server in servers {
         proc.wait_listening(server.listen)?;
     }

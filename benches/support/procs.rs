@@ -106,6 +106,10 @@ impl Proc {
     }
 
     /// Peak resident set size so far (`VmHWM`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        status_kib(self.pid(), "VmRSS:").unwrap_or(0)
+    }
+
     pub fn peak_rss_kib(&self) -> u64 {
         status_kib(self.pid(), "VmHWM:").unwrap_or(0)
     }

@@ -23,8 +23,11 @@ pub struct Setup {
     pub procs: Vec<usize>,
     /// The sync-proxy whose queue drops count for this setup.
     pub sync_proxy: Option<SocketAddr>,
-    /// Sequential-request latencies.
+    /// Sequential-request latencies, all rounds together.
     pub latency: Samples,
+    /// The same, round by round (rounds are interleaved across setups, so round `i` of every
+    /// setup ran at about the same time).
+    pub rounds: Vec<Samples>,
     /// All throughput rounds together.
     pub throughput: Throughput,
     /// Requests per second of each throughput round.
@@ -50,6 +53,7 @@ impl Setup {
             procs,
             sync_proxy,
             latency: Samples::default(),
+            rounds: Vec::new(),
             throughput: Throughput::default(),
             rates: Vec::new(),
             cpu_times: vec![Duration::ZERO; proc_count],
@@ -66,8 +70,10 @@ pub struct LargePath {
     pub addr: SocketAddr,
     /// Indexes into the run's processes whose CPU counts for this path.
     pub procs: Vec<usize>,
-    /// Sequential-request latencies.
+    /// Sequential-request latencies, all rounds together.
     pub samples: Samples,
+    /// The same, round by round.
+    pub rounds: Vec<Samples>,
     /// CPU time of `procs` while this path was measured.
     pub cpu_time: Duration,
 }
@@ -80,6 +86,7 @@ impl LargePath {
             addr,
             procs,
             samples: Samples::default(),
+            rounds: Vec::new(),
             cpu_time: Duration::ZERO,
         }
     }
@@ -114,15 +121,17 @@ impl Measured {
 pub struct Method {
     /// A CI smoke run with fewer samples.
     pub quick: bool,
-    /// Latency samples per setup.
-    pub latency_samples: usize,
+    /// Latency rounds, and sequential calls per setup in each.
+    pub latency_rounds: usize,
+    pub latency_per_round: usize,
     /// Concurrent connections of the throughput runs.
     pub connections: usize,
     /// Throughput rounds per setup, and the length of each.
     pub throughput_rounds: usize,
     pub throughput_time: Duration,
-    /// 2 MB requests per path.
-    pub large_samples: usize,
+    /// 2 MB rounds, and requests per path in each.
+    pub large_rounds: usize,
+    pub large_per_round: usize,
     /// The 1-minute load average when the run started.
     pub load_average: String,
 }
@@ -152,6 +161,14 @@ pub struct Report<'a> {
     pub nginx_binary: Option<&'a Path>,
     /// Remarks printed under the tables.
     pub notes: &'a [String],
+    /// Callgrind figures.
+    pub instructions: &'a Instructions,
+    /// The idle-connections scenario, if run.
+    pub idle: Option<Idle>,
+    /// The hung-primary scenario, if run.
+    pub hung: Option<Hung>,
+    /// The static musl build's idle RSS, if it ran.
+    pub musl_idle_kib: Option<u64>,
 }
 
 impl Report<'_> {
@@ -171,32 +188,37 @@ impl Report<'_> {
         );
         let _ = writeln!(
             out,
-            "{}, {} ({} cores), nginx {}. Latency: 1 keep-alive connection per setup, {} sequential \
-             `engine_newPayloadV4` of {} bytes each (unique `blockHash`; rounds interleaved across setups). \
-             Throughput: {} keep-alive connections, {} round(s) of {:?} per setup (median round). Mock ELs \
-             answer at once. Load generator, mock ELs and proxies share the machine's cores (load average \
-             at start: {}), so absolute numbers are for this box; compare the ratios.\n",
+            "{}, {} ({} cores), nginx {}. Latency: 1 keep-alive connection per setup, {} rounds \
+             interleaved across setups of {} sequential `engine_forkchoiceUpdatedV3` with payload \
+             attributes ({} bytes, unique head hash); each latency figure is the median over rounds of \
+             that round's percentile, with the lowest and highest round in brackets. Throughput: {} \
+             keep-alive connections, {} round(s) of {:?} per setup (median round). Mock ELs answer at \
+             once. Load generator, mock ELs and proxies share the machine's cores (load average at \
+             start: {}), so absolute numbers are for this box; compare ratios, and only where ranges \
+             do not overlap.\n",
             today(),
             cpu_model(),
             thread::available_parallelism().map_or(0, |n| n.get()),
             self.nginx_binary
                 .map_or_else(|| "skipped".to_owned(), nginx_version),
-            s.latency_samples,
+            s.latency_rounds,
+            s.latency_per_round,
             self.small_bytes,
             s.connections,
             s.throughput_rounds,
             s.throughput_time,
             s.load_average,
         );
-        let header = "| p50 µs | p99 µs | added p50 µs | added p99 µs | p50 × direct | req/s | req/s × direct | proxy CPU µs/req | proxy CPU % of a core | EL queue drops | errors |";
-        let rule = "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|";
-        let _ = writeln!(out, "| setup {header}\n|---{rule}");
+        self.targets(&mut out);
+        let header = "| p50 µs | p99 µs | added p50 µs | req/s | proxy CPU µs/req | EL queue drops | errors |";
+        let rule = "|--:|--:|--:|--:|--:|--:|--:|";
+        let _ = writeln!(out, "\n| setup {header}\n|---{rule}");
         for setup in &self.setups[..self.main_rows] {
             row(&mut out, &setup.label, setup, direct);
         }
         let _ = writeln!(
             out,
-            "\n**Fan-out**: the same `newPayloadV4` through sync-proxy `--ack primary` to every EL \
+            "\n**Fan-out**: the same call through sync-proxy `--ack primary` to every EL \
              (the first EL's answer is returned).\n"
         );
         let _ = writeln!(out, "| ELs {header}\n|---{rule}");
@@ -206,39 +228,29 @@ impl Report<'_> {
         }
         let _ = writeln!(
             out,
-            "\n**2 MB `newPayloadV4`** ({} bytes), {} sequential requests per path on 1 connection:\n",
-            self.large_bytes, s.large_samples
+            "\n**2 MB `newPayloadV4`** ({} bytes, unique block hash), {} rounds interleaved across paths \
+             of {} sequential requests on 1 connection; median over rounds (lowest–highest round):\n",
+            self.large_bytes, s.large_rounds, s.large_per_round
         );
         let _ = writeln!(
             out,
-            "| path | p50 ms | p99 ms | added p50 ms | p50 × direct | proxy CPU ms/req | errors |"
+            "| path | p50 ms | added p50 ms | proxy CPU ms/req | errors |"
         );
-        let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|");
-        let large_direct = self.large_paths[0].samples.percentile_us(50.0);
+        let _ = writeln!(out, "|---|--:|--:|--:|--:|");
+        let large_direct = &self.large_paths[0];
         for (index, path) in self.large_paths.iter().enumerate() {
-            let p50 = path.samples.percentile_us(50.0);
+            let p50 = Spread::of_rounds(&path.rounds, 50.0);
             let added = if index == 0 {
                 "—".to_owned()
             } else {
-                number((p50 - large_direct) / 1e3, 2, true)
-            };
-            let cpu = if path.procs.is_empty() {
-                "—".to_owned()
-            } else {
-                let calls = path.samples.nanos.len() as u64 + path.samples.errors;
-                number(
-                    path.cpu_time.as_secs_f64() * 1e3 / calls.max(1) as f64,
-                    2,
-                    false,
-                )
+                added_spread(&path.rounds, &large_direct.rounds).show_ms(2, true)
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {added} | {} | {cpu} | {} |",
+                "| {} | {} | {added} | {} | {} |",
                 path.label,
-                number(p50 / 1e3, 2, false),
-                number(path.samples.percentile_us(99.0) / 1e3, 2, false),
-                ratio(p50, large_direct),
+                p50.show_ms(2, false),
+                number(large_cpu_ms(path), 2, false),
                 path.samples.errors,
             );
         }
@@ -249,16 +261,19 @@ impl Report<'_> {
             .collect();
         let _ = writeln!(
             out,
-            "\nOf the added time, JSON inspection (`sync_proxy::rpc::inspect`, median, in this process) takes {}.",
+            "\nJSON inspection alone (`sync_proxy::rpc::inspect`, median wall time in this process): {}.",
             inspect.join("; ")
         );
+        self.instructions_table(&mut out);
+        self.idle_table(&mut out);
+        self.hung_table(&mut out);
         let _ = writeln!(
             out,
-            "\n**Memory**, peak RSS (`VmHWM`): at start, after the 1 KB runs, after the 2 MB runs.\n"
+            "\n**Memory**, peak RSS (`VmHWM`): at start, after the small-request runs, after the 2 MB runs.\n"
         );
         let _ = writeln!(
             out,
-            "| process | idle MiB | after 1 KB load MiB | after 2 MB load MiB |"
+            "| process | idle MiB | after small requests MiB | after 2 MB requests MiB |"
         );
         let _ = writeln!(out, "|---|--:|--:|--:|");
         for m in self.measured {
@@ -272,14 +287,14 @@ impl Report<'_> {
             );
         }
         let _ = writeln!(out, "\n**Binary size**:\n");
-        let _ = writeln!(out, "| binary | bytes | MiB |");
+        let _ = writeln!(out, "| binary | bytes | MB |");
         let _ = writeln!(out, "|---|--:|--:|");
         if let Some((musl, name)) = &self.musl {
             let size = file_size(musl);
             let _ = writeln!(
                 out,
-                "| static musl release, `{name}` | {size} | {} |",
-                mib(size / 1024)
+                "| static musl release, `{name}` | {size} | {:.2} |",
+                size as f64 / 1e6
             );
         } else {
             let _ = writeln!(out, "| static musl release | not built | — |");
@@ -287,45 +302,487 @@ impl Report<'_> {
         let size = file_size(self.binary);
         let _ = writeln!(
             out,
-            "| the binary measured above, `target/release/sync-proxy` (glibc, release settings) | {size} | {} |",
-            mib(size / 1024)
+            "| the binary measured above (glibc, release settings) | {size} | {:.2} |",
+            size as f64 / 1e6
         );
         let _ = writeln!(
             out,
-            "\nAdded = setup − direct at the same percentile (p99 of {} samples per setup). CPU = user + \
+            "\nAdded = setup − direct, round by round (the rounds are paired in time). CPU = user + \
              system time of the proxy process(es) during the throughput runs (mirror rows: nginx + \
-             sync-proxy), from `/proc/<pid>/task/*/schedstat`. EL queue drops = requests sync-proxy dropped from a full \
-             per-EL queue during the throughput run (`sync_proxy_upstream_dropped_total`): with several \
-             connections the BNs outpace the ELs, which sync-proxy serves one request at a time each.",
-            s.latency_samples
+             sync-proxy), from `/proc/<pid>/task/*/schedstat`. EL queue drops = requests sync-proxy \
+             dropped from a full per-EL queue during the throughput run \
+             (`sync_proxy_upstream_dropped_total`): with several connections the BNs outpace the ELs, \
+             which sync-proxy serves one request at a time each."
         );
-        for note in self.notes {
+        for note in self.notes.iter().chain(&self.instructions.notes) {
             let _ = writeln!(out, "\nNote: {note}");
         }
         let _ = writeln!(out, "\nregenerate: cargo bench --bench proxy");
         out
     }
+
+    /// The issue-10 targets, each as measured in this run, its ratio, and whether it is met.
+    fn targets(&self, out: &mut String) {
+        let find = |prefix: &str| self.setups.iter().find(|s| s.label.starts_with(prefix));
+        let find_large = |prefix: &str| {
+            self.large_paths
+                .iter()
+                .find(|p| p.label.starts_with(prefix))
+        };
+        let _ = writeln!(
+            out,
+            "| target | sync-proxy | nginx / reference | ratio | goal | met |"
+        );
+        let _ = writeln!(out, "|---|--:|--:|--:|--:|---|");
+        let mut line = |what: &str, ours: f64, theirs: f64, decimals: usize, goal: f64| {
+            let ratio = ours / theirs;
+            let met = match (ratio.is_finite(), goal.is_finite()) {
+                (true, true) if ratio <= goal => "yes",
+                (true, true) => "no",
+                _ => "—",
+            };
+            let goal = if goal.is_finite() {
+                format!("≤ {goal}")
+            } else {
+                "(figure only)".to_owned()
+            };
+            let _ = writeln!(
+                out,
+                "| {what} | {} | {} | {} | {goal} | {met} |",
+                number(ours, decimals, false),
+                number(theirs, decimals, false),
+                if ratio.is_finite() {
+                    format!("{ratio:.2}")
+                } else {
+                    "—".to_owned()
+                },
+            );
+        };
+        let i = self.instructions;
+        line(
+            "fork choice: marginal instructions per request (callgrind)",
+            i.sync_proxy_small.unwrap_or(f64::NAN),
+            i.nginx_small.unwrap_or(f64::NAN),
+            0,
+            0.5,
+        );
+        let primary = find("sync-proxy `--ack primary`");
+        let nginx = find("nginx `proxy_pass` (");
+        let cpu = |setup: Option<&Setup>| setup.map_or(f64::NAN, cpu_per_request_us);
+        line(
+            "fork choice: CPU µs per request (throughput run)",
+            cpu(primary),
+            cpu(nginx),
+            1,
+            1.0,
+        );
+        line(
+            "2 MB newPayload: `rpc::inspect` instructions per body byte (callgrind; reference 1)",
+            i.inspect_per_byte.unwrap_or(f64::NAN),
+            1.0,
+            2,
+            0.5,
+        );
+        line(
+            "2 MB newPayload: marginal instructions per request (callgrind)",
+            i.sync_proxy_large.unwrap_or(f64::NAN),
+            i.nginx_large.unwrap_or(f64::NAN),
+            0,
+            f64::INFINITY,
+        );
+        let large_one = find_large("sync-proxy → 1 EL");
+        let large_nginx = find_large("nginx `proxy_pass`, `client_body_buffer_size");
+        let large_direct = &self.large_paths[0];
+        line(
+            "2 MB newPayload: CPU ms per request",
+            large_one.map_or(f64::NAN, large_cpu_ms),
+            large_nginx.map_or(f64::NAN, large_cpu_ms),
+            2,
+            1.0,
+        );
+        let added = |path: Option<&LargePath>| {
+            path.map_or(f64::NAN, |p| {
+                added_spread(&p.rounds, &large_direct.rounds).median / 1e3
+            })
+        };
+        line(
+            "2 MB newPayload: added p50 ms (median of rounds)",
+            added(large_one),
+            added(large_nginx),
+            2,
+            0.75,
+        );
+        let one = large_one.map_or(f64::NAN, large_cpu_ms);
+        line(
+            "fan-out 2 MB: CPU ms per request, 3 ELs vs 1 EL",
+            find_large("sync-proxy → 3 ELs").map_or(f64::NAN, large_cpu_ms),
+            one,
+            2,
+            1.3,
+        );
+        line(
+            "fan-out 2 MB: CPU ms per request, 8 ELs vs 1 EL",
+            find_large("sync-proxy → 8 ELs").map_or(f64::NAN, large_cpu_ms),
+            one,
+            2,
+            2.0,
+        );
+        if let Some(idle) = &self.idle {
+            line(
+                &format!(
+                    "{} idle keep-alive connections: added RSS MiB (reference 4 MiB)",
+                    idle.connections
+                ),
+                idle.added_kib() as f64 / 1024.0,
+                4.0,
+                2,
+                1.0,
+            );
+            line(
+                "busy connection: instructions per call with them open (reference: without)",
+                i.sync_proxy_small_crowded.unwrap_or(f64::NAN),
+                i.sync_proxy_small.unwrap_or(f64::NAN),
+                0,
+                1.05,
+            );
+        }
+        if let Some(idle_kib) = self.musl_idle_kib {
+            line(
+                "static musl: idle RSS MiB (reference 2 MiB)",
+                idle_kib as f64 / 1024.0,
+                2.0,
+                2,
+                1.0,
+            );
+        }
+        if let Some((musl, _)) = &self.musl {
+            line(
+                "static musl release binary, MB (reference 1.0 MB)",
+                file_size(musl) as f64 / 1e6,
+                1.0,
+                3,
+                1.0,
+            );
+        }
+        // Latency differences are called only where the round ranges do not overlap.
+        if let (Some(primary), Some(nginx)) = (primary, nginx) {
+            let ours = added_spread(&primary.rounds, &direct_rounds(self.setups));
+            let theirs = added_spread(&nginx.rounds, &direct_rounds(self.setups));
+            let _ = writeln!(
+                out,
+                "\nFork choice, added p50 over direct: sync-proxy {} µs, nginx {} µs: {}.",
+                ours.show(1, true),
+                theirs.show(1, true),
+                verdict(&ours, &theirs)
+            );
+        }
+        if let (Some(one), Some(nginx)) = (large_one, large_nginx) {
+            let ours = added_spread(&one.rounds, &large_direct.rounds);
+            let theirs = added_spread(&nginx.rounds, &large_direct.rounds);
+            let _ = writeln!(
+                out,
+                "2 MB newPayload, added p50 over direct: sync-proxy {} ms, nginx {} ms: {}.",
+                ours.show_ms(2, true),
+                theirs.show_ms(2, true),
+                verdict(&ours, &theirs)
+            );
+        }
+    }
+
+    fn instructions_table(&self, out: &mut String) {
+        let i = self.instructions;
+        let _ = writeln!(
+            out,
+            "\n**Instructions** (callgrind, user space, repeatable where time is not): marginal \
+             instructions per request = (I(N₂) − I(N₁)) / (N₂ − N₁) of the server process, N = {} / {} \
+             fork-choice calls and {} / {} 2 MB payloads on one keep-alive connection; `rpc::inspect` \
+             of the 2 MB body in this process.\n",
+            i.small_counts.0, i.small_counts.1, i.large_counts.0, i.large_counts.1
+        );
+        let _ = writeln!(out, "| figure | sync-proxy | nginx | ratio |");
+        let _ = writeln!(out, "|---|--:|--:|--:|");
+        let show = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.0}"));
+        let ratio_of = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => ratio(a, b),
+            _ => "—".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "| fork choice, per request | {} | {} | {} |",
+            show(i.sync_proxy_small),
+            show(i.nginx_small),
+            ratio_of(i.sync_proxy_small, i.nginx_small)
+        );
+        let _ = writeln!(
+            out,
+            "| fork choice, per request, 1000 idle keep-alive connections open | {} | — | {} vs none |",
+            show(i.sync_proxy_small_crowded),
+            ratio_of(i.sync_proxy_small_crowded, i.sync_proxy_small)
+        );
+        let _ = writeln!(
+            out,
+            "| 2 MB newPayload, per request | {} | {} | {} |",
+            show(i.sync_proxy_large),
+            show(i.nginx_large),
+            ratio_of(i.sync_proxy_large, i.nginx_large)
+        );
+        for (figure, els) in i.sync_proxy_large_fan_out.iter().zip([3, 8]) {
+            let _ = writeln!(
+                out,
+                "| 2 MB newPayload, per request, {els} ELs | {} | — | {} vs 1 EL |",
+                show(*figure),
+                ratio_of(*figure, i.sync_proxy_large)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "| `rpc::inspect`, per 2 MB body byte | {} | — | — |",
+            i.inspect_per_byte
+                .map_or("—".to_owned(), |v| format!("{v:.2}"))
+        );
+    }
+
+    fn idle_table(&self, out: &mut String) {
+        let Some(idle) = &self.idle else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "\n**{} idle keep-alive beacon connections** (each sent one fork-choice call, then stays \
+             open): two sync-proxies in front of the same EL, one crowded with them and one not; the \
+             busy client's latency in {} rounds interleaved between them (median, lowest–highest round).\n",
+            idle.connections, idle.rounds
+        );
+        let _ = writeln!(
+            out,
+            "| sync-proxy | RSS MiB | busy p50 µs | busy p99 µs | errors |"
+        );
+        let _ = writeln!(out, "|---|--:|--:|--:|--:|");
+        let _ = writeln!(
+            out,
+            "| without idle connections | {} | {} | {} | {} |",
+            mib(idle.rss_before_kib),
+            idle.quiet_p50.show(1, false),
+            idle.quiet_p99.show(1, false),
+            idle.quiet_errors
+        );
+        let _ = writeln!(
+            out,
+            "| with {} idle connections | {} (+{}) | {} | {} | {} |",
+            idle.connections,
+            mib(idle.rss_after_kib),
+            mib(idle.added_kib()),
+            idle.crowded_p50.show(1, false),
+            idle.crowded_p99.show(1, false),
+            idle.crowded_errors
+        );
+        let _ = writeln!(
+            out,
+            "\nBusy p99 with vs without: {}.",
+            verdict(&idle.crowded_p99, &idle.quiet_p99)
+        );
+    }
+
+    fn hung_table(&self, out: &mut String) {
+        let Some(hung) = &self.hung else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "\n**Primary EL hung** (it answers `eth_syncing` probes but never an Engine API call): \
+             sync-proxy `--ack primary` with default `--hedge-after` ({}), a second healthy EL; {} \
+             sequential {}-byte `newPayloadV4` from one beacon node.\n",
+            hung.hedge_after, hung.requests, hung.bytes
+        );
+        let slow = hung
+            .samples
+            .nanos
+            .iter()
+            .filter(|&&n| n >= 500_000_000)
+            .count();
+        let _ = writeln!(
+            out,
+            "| answer time | p50 ms | p99 ms | max ms | answers ≥ 0.5 s | errors |"
+        );
+        let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|");
+        let _ = writeln!(
+            out,
+            "| beacon node, `newPayload` | {} | {} | {} | {slow} of {} | {} |",
+            number(hung.samples.percentile_us(50.0) / 1e3, 2, false),
+            number(hung.samples.percentile_us(99.0) / 1e3, 2, false),
+            number(hung.samples.percentile_us(100.0) / 1e3, 2, false),
+            hung.samples.nanos.len(),
+            hung.samples.errors
+        );
+        let _ = writeln!(
+            out,
+            "\nThe slow answers are the hedged ones (the second EL's, after `--hedge-after`) until \
+             the primary's request timeout marks it unhealthy; the rest come from the healthy EL."
+        );
+    }
+}
+
+/// The instruction figures of the run (callgrind).
+#[derive(Default)]
+pub struct Instructions {
+    /// Requests per run: the marginal cost is (I(more) − I(fewer)) / (more − fewer).
+    pub small_counts: (usize, usize),
+    pub large_counts: (usize, usize),
+    pub sync_proxy_small: Option<f64>,
+    /// The same with the idle connections of the idle scenario open.
+    pub sync_proxy_small_crowded: Option<f64>,
+    pub nginx_small: Option<f64>,
+    pub sync_proxy_large: Option<f64>,
+    /// The same to 3 and to 8 ELs.
+    pub sync_proxy_large_fan_out: [Option<f64>; 2],
+    pub nginx_large: Option<f64>,
+    /// `rpc::inspect` on the large body, per body byte.
+    pub inspect_per_byte: Option<f64>,
+    /// Why a figure is missing.
+    pub notes: Vec<String>,
+}
+
+/// Idle connections: memory and the busy client's latency.
+pub struct Idle {
+    pub connections: usize,
+    pub rounds: usize,
+    pub rss_before_kib: u64,
+    pub rss_after_kib: u64,
+    pub quiet_p50: Spread,
+    pub quiet_p99: Spread,
+    pub quiet_errors: u64,
+    pub crowded_p50: Spread,
+    pub crowded_p99: Spread,
+    pub crowded_errors: u64,
+}
+
+impl Idle {
+    /// RSS the idle connections added.
+    pub fn added_kib(&self) -> u64 {
+        self.rss_after_kib.saturating_sub(self.rss_before_kib)
+    }
+}
+
+/// The hung-primary scenario.
+pub struct Hung {
+    pub hedge_after: &'static str,
+    pub requests: usize,
+    pub bytes: usize,
+    pub samples: Samples,
+}
+
+/// A figure over rounds: the median round and the lowest and highest.
+#[derive(Clone, Copy, Debug)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// Of per-round values (NaN ones left out).
+    pub fn of(values: &[f64]) -> Spread {
+        let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        sorted.sort_by(f64::total_cmp);
+        Spread {
+            median: median(&sorted),
+            min: sorted.first().copied().unwrap_or(f64::NAN),
+            max: sorted.last().copied().unwrap_or(f64::NAN),
+        }
+    }
+
+    /// Of each round's `percent` percentile, in µs.
+    pub fn of_rounds(rounds: &[Samples], percent: f64) -> Spread {
+        let values: Vec<f64> = rounds.iter().map(|r| r.percentile_us(percent)).collect();
+        Spread::of(&values)
+    }
+
+    fn overlaps(&self, other: &Spread) -> bool {
+        self.min <= other.max && other.min <= self.max
+    }
+
+    /// "12.3 (10.1–15.0)".
+    fn show(&self, decimals: usize, signed: bool) -> String {
+        format!(
+            "{} ({}–{})",
+            number(self.median, decimals, signed),
+            number(self.min, decimals, signed),
+            number(self.max, decimals, signed)
+        )
+    }
+
+    /// The same, µs shown as ms.
+    fn show_ms(&self, decimals: usize, signed: bool) -> String {
+        Spread {
+            median: self.median / 1e3,
+            min: self.min / 1e3,
+            max: self.max / 1e3,
+        }
+        .show(decimals, signed)
+    }
+}
+
+/// "lower", "higher" or "no difference called" for `ours` against `theirs`.
+fn verdict(ours: &Spread, theirs: &Spread) -> String {
+    if !ours.median.is_finite() || !theirs.median.is_finite() {
+        return "not measured".to_owned();
+    }
+    if ours.overlaps(theirs) {
+        "the round ranges overlap: no difference is called".to_owned()
+    } else if ours.max < theirs.min {
+        "lower in every round (ranges do not overlap)".to_owned()
+    } else {
+        "higher in every round (ranges do not overlap)".to_owned()
+    }
+}
+
+/// Round-by-round p50 of `rounds` minus that of `floor` (same round index), in µs.
+fn added_spread(rounds: &[Samples], floor: &[Samples]) -> Spread {
+    let values: Vec<f64> = rounds
+        .iter()
+        .zip(floor)
+        .map(|(r, f)| r.percentile_us(50.0) - f.percentile_us(50.0))
+        .collect();
+    Spread::of(&values)
+}
+
+fn direct_rounds(setups: &[Setup]) -> Vec<Samples> {
+    setups[0].rounds.clone()
+}
+
+fn cpu_per_request_us(setup: &Setup) -> f64 {
+    let total: f64 = setup.cpu_times.iter().map(Duration::as_secs_f64).sum();
+    if setup.cpu_times.is_empty() || setup.throughput.completed == 0 {
+        return f64::NAN;
+    }
+    total * 1e6 / setup.throughput.completed as f64
+}
+
+fn large_cpu_ms(path: &LargePath) -> f64 {
+    if path.procs.is_empty() {
+        return f64::NAN;
+    }
+    let calls = path.samples.nanos.len() as u64 + path.samples.errors;
+    path.cpu_time.as_secs_f64() * 1e3 / calls.max(1) as f64
 }
 
 /// One row of the latency/throughput tables.
 fn row(out: &mut String, label: &str, setup: &Setup, direct: &Setup) {
     let is_direct = std::ptr::eq(setup, direct);
-    let (p50, p99) = (
-        setup.latency.percentile_us(50.0),
-        setup.latency.percentile_us(99.0),
-    );
-    let (direct_p50, direct_p99) = (
-        direct.latency.percentile_us(50.0),
-        direct.latency.percentile_us(99.0),
-    );
+    let p50 = Spread::of_rounds(&setup.rounds, 50.0);
+    let p99 = Spread::of_rounds(&setup.rounds, 99.0);
+    let added = if is_direct {
+        "—".to_owned()
+    } else {
+        added_spread(&setup.rounds, &direct.rounds).show(1, true)
+    };
     let rps = median(&setup.rates);
-    let (cpu_per_request, cpu_percent) = if setup.cpu_times.is_empty() {
-        ("—".to_owned(), "—".to_owned())
+    let cpu_per_request = if setup.cpu_times.is_empty() {
+        "—".to_owned()
     } else {
         let seconds: Vec<f64> = setup.cpu_times.iter().map(Duration::as_secs_f64).collect();
-        let total: f64 = seconds.iter().sum();
         let per_request = |cpu: f64| cpu * 1e6 / (setup.throughput.completed.max(1) as f64);
-        let mut text = format!("{:.1}", per_request(total));
+        let mut text = format!("{:.1}", per_request(seconds.iter().sum()));
         if seconds.len() > 1 {
             let parts: Vec<String> = seconds
                 .iter()
@@ -333,26 +790,14 @@ fn row(out: &mut String, label: &str, setup: &Setup, direct: &Setup) {
                 .collect();
             let _ = write!(text, " ({})", parts.join(" + "));
         }
-        let elapsed = setup.throughput.elapsed.as_secs_f64().max(1e-9);
-        (text, format!("{:.0}", total * 100.0 / elapsed))
-    };
-    let added = |value: f64, floor: f64| {
-        if is_direct {
-            "—".to_owned()
-        } else {
-            number(value - floor, 1, true)
-        }
+        text
     };
     let _ = writeln!(
         out,
-        "| {label} | {} | {} | {} | {} | {} | {} | {} | {cpu_per_request} | {cpu_percent} | {} | {} |",
-        number(p50, 1, false),
-        number(p99, 1, false),
-        added(p50, direct_p50),
-        added(p99, direct_p99),
-        ratio(p50, direct_p50),
+        "| {label} | {} | {} | {added} | {} | {cpu_per_request} | {} | {} |",
+        p50.show(1, false),
+        p99.show(1, false),
         number(rps, 0, false),
-        ratio(rps, median(&direct.rates)),
         setup.drops.map_or("—".to_owned(), |d| d.to_string()),
         setup.latency.errors + setup.throughput.errors,
     );

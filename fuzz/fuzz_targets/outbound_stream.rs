@@ -304,7 +304,7 @@ impl Run {
         self.requests_written.extend_from_slice(&head);
         self.requests_written.extend_from_slice(&body);
         let request = Rc::new(Request {
-            body: body.into_boxed_slice(),
+            body,
             call: None,
             method: Method::NewPayload(4),
             authorization: None,

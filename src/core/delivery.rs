@@ -14,7 +14,7 @@ use log::{debug, trace};
 use super::{Core, LinkEvent, LinkId, Output, Timer};
 use crate::engine::{Lane, Method};
 use crate::event_log;
-use crate::exchange::{Breakage, Class, LegFailure, classify};
+use crate::exchange::{Breakage, Class, LegFailure, classify_read};
 use crate::execution_client::{Eviction, ExecutionClient, HealthChange};
 use crate::outbound::{Response, UpstreamError};
 use crate::request::{ExchangeId, Leg, Request};
@@ -341,11 +341,12 @@ impl Core {
         response: Response,
         clock: Clock,
     ) {
-        let class = classify(leg.request.call.as_ref(), &response);
+        // Read once: the class, the upstream's last verdict and the router all need it.
+        let (class, answer) = classify_read(leg.request.call.as_ref(), &response);
         let Some(upstream) = self.upstreams.get_mut(index) else {
             return;
         };
-        upstream.observe(&leg, &response, clock.now);
+        upstream.observe_read(&leg, &response, &answer, clock.now);
         let change = match (leg.probe && !upstream.is_proxy(), class) {
             (true, Class::Broken(_)) => upstream.on_bad_answer(clock.now, false),
             (true, _) => upstream.on_probe_answer(clock.now),
@@ -361,7 +362,7 @@ impl Core {
             // State-changing calls held while it was down can go now.
             self.pump(index, Lane::State, clock);
         }
-        self.settle(index, leg, Ok(response), Some(class), clock);
+        self.settle(index, leg, Ok(response), Some((class, answer)), clock);
     }
 
     /// A link failed (or timed out) carrying `leg`, if any.
@@ -553,19 +554,20 @@ impl Core {
         index: usize,
         leg: Leg,
         outcome: Result<Response, LegFailure>,
-        class: Option<Class>,
+        read: Option<(Class, rpc::AnswerFacts)>,
         clock: Clock,
     ) {
         if leg.probe {
             return;
         }
+        let class = read.map(|(class, _)| class);
         if let Some(call) = &leg.request.call {
-            match (&outcome, class) {
-                (Ok(response), Some(class)) if class.is_answer() => {
+            match (&outcome, read) {
+                (Ok(response), Some((class, answer))) if class.is_answer() => {
                     let serial = leg.request.serial;
+                    let body = &response.body;
                     if let Some(disagreement) =
-                        self.router
-                            .on_answer(index, serial, call, class, &response.body)
+                        (self.router).on_read_answer(index, serial, call, class, body, &answer)
                     {
                         if let Some(upstream) = self.upstreams.get_mut(index) {
                             upstream.stats.status_mismatches += 1;

@@ -4,8 +4,6 @@
 //! Heads are small and built per message; bodies are never copied here, callers write head and
 //! body together with vectored writes.
 
-use std::io::Write;
-
 use crate::http::head::Version;
 
 /// The interim answer to `Expect: 100-continue`.
@@ -47,11 +45,15 @@ pub fn response_head(
     keep_alive: bool,
 ) -> Vec<u8> {
     let mut head = Vec::with_capacity(128);
-    let _ = write!(
-        head,
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {content_length}\r\n",
-        reason(status)
-    );
+    head.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(&mut head, usize::from(status));
+    head.push(b' ');
+    head.extend_from_slice(reason(status).as_bytes());
+    head.extend_from_slice(b"\r\nContent-Type: ");
+    head.extend_from_slice(content_type.as_bytes());
+    head.extend_from_slice(b"\r\nContent-Length: ");
+    push_decimal(&mut head, content_length);
+    head.extend_from_slice(b"\r\n");
     // HTTP/1.1 keeps connections open by default and HTTP/1.0 closes them, so only the
     // exception to each version's default needs saying.
     match (version, keep_alive) {
@@ -73,27 +75,62 @@ pub fn request_head(
     via: Option<&str>,
 ) -> Vec<u8> {
     let mut head = Vec::with_capacity(256);
-    let _ = write!(
-        head,
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {content_length}\r\n"
-    );
-    if let Some(authorization) = authorization {
-        let _ = write!(head, "Authorization: {authorization}\r\n");
+    for part in [
+        b"POST ",
+        path.as_bytes(),
+        b" HTTP/1.1\r\nHost: ",
+        host.as_bytes(),
+    ] {
+        head.extend_from_slice(part);
     }
-    if let Some(forwarded_for) = forwarded_for {
-        let _ = write!(head, "X-Forwarded-For: {forwarded_for}\r\n");
-    }
-    if let Some(via) = via {
-        let _ = write!(head, "Via: {via}\r\n");
+    head.extend_from_slice(b"\r\nContent-Type: application/json\r\nContent-Length: ");
+    push_decimal(&mut head, content_length);
+    head.extend_from_slice(b"\r\n");
+    let fields = [
+        ("Authorization: ", authorization),
+        ("X-Forwarded-For: ", forwarded_for),
+        ("Via: ", via),
+    ];
+    for (name, value) in fields {
+        if let Some(value) = value {
+            head.extend_from_slice(name.as_bytes());
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
     }
     head.extend_from_slice(b"\r\n");
     head
+}
+
+/// Appends `value` in decimal: a head is built per message, and `write!` costs several times
+/// more than these few digits.
+fn push_decimal(out: &mut Vec<u8>, mut value: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::http::head::{Framing, parse_request_head, parse_response_head};
+
+    #[test]
+    fn push_decimal_writes_every_digit() {
+        for value in [0, 7, 10, 99, 100, 2_011_441, usize::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, value);
+            assert_eq!(out, value.to_string().into_bytes());
+        }
+    }
 
     #[test]
     fn response_head_parses_back() {

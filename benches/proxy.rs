@@ -35,6 +35,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::callgrind;
+use support::chart;
 use support::load::{self, Client, Request};
 use support::mock_el::MockEl;
 use support::nginx::{self, Mirror, Server};
@@ -613,6 +614,7 @@ fn run(settings: &Settings) -> io::Result<()> {
     print!("{markdown}");
     let out = target_dir.join("bench-proxy.md");
     fs::write(&out, &markdown)?;
+    write_charts(&target_dir, &setups[..main_rows], &large_paths)?;
     progress(&format!(
         "wrote {}; logs and /metrics in {} ({el_served} requests answered by mock ELs, {:.0} s)",
         out.display(),
@@ -620,6 +622,48 @@ fn run(settings: &Settings) -> io::Result<()> {
         started.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// The latency distributions behind the tables, as SVG charts beside `bench-proxy.md`: the
+/// README shows them (copied to `benches/results/`) next to the table of the same run.
+fn write_charts(target_dir: &Path, setups: &[Setup], large_paths: &[LargePath]) -> io::Result<()> {
+    let micros = |samples: &load::Samples| -> Vec<f64> {
+        samples.nanos.iter().map(|&n| n as f64 / 1e3).collect()
+    };
+    let small: Vec<(String, Vec<f64>)> = setups
+        .iter()
+        .map(|s| (plain(&s.label), micros(&s.latency)))
+        .collect();
+    let large: Vec<(String, Vec<f64>)> = large_paths
+        .iter()
+        .map(|p| (plain(&p.label), micros(&p.samples)))
+        .collect();
+    for (file, title, rows) in [
+        (
+            "bench-proxy-latency.svg",
+            "engine_forkchoiceUpdatedV3 with attributes, sequential on one connection: latency",
+            &small,
+        ),
+        (
+            "bench-proxy-latency-2mb.svg",
+            "2 MB engine_newPayloadV4, sequential on one connection: latency",
+            &large,
+        ),
+    ] {
+        let series: Vec<chart::Series<'_>> = rows
+            .iter()
+            .map(|(label, micros)| chart::Series { label, micros })
+            .collect();
+        let path = target_dir.join(file);
+        fs::write(&path, chart::latency_cdf(title, &series))?;
+        progress(&format!("wrote {}", path.display()));
+    }
+    Ok(())
+}
+
+/// A table label without its Markdown.
+fn plain(label: &str) -> String {
+    label.replace("**", "").replace('`', "")
 }
 
 /// Sequential requests on one keep-alive connection per setup, in rounds across setups;

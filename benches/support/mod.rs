@@ -4,6 +4,7 @@
 //! time.
 
 pub mod callgrind;
+pub mod chart;
 pub mod http;
 pub mod load;
 pub mod mock_el;

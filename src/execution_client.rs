@@ -426,7 +426,7 @@ impl ExecutionClient {
         }
     }
 
-    /// Records how long `leg` took and, for a payload or fork choice, what the answer said.
+    /// [`ExecutionClient::observe_read`], reading the answer's facts from its body first (tests).
     #[cfg(test)]
     pub fn observe(&mut self, leg: &Leg, response: &Response, now: Instant) {
         let answer = match &leg.request.call {
@@ -436,7 +436,8 @@ impl ExecutionClient {
         self.observe_read(leg, response, &answer, now);
     }
 
-    /// [`ExecutionClient::observe`] with the answer already read (by `classify_read`).
+    /// Records how long `leg` took and, for a payload or fork choice, what the answer said
+    /// (`answer`, already read by `classify_read`).
     pub fn observe_read(
         &mut self,
         leg: &Leg,

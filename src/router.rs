@@ -2,7 +2,7 @@
 //! the beacon node; plus the memory that needs (heads, delivered blocks, payload ids).
 //!
 //! Pure: a request's facts, the beacon node's standing and the upstreams' availability in,
-//! a [`Route`] out. Answers coming back update the memory through [`Router::on_answer`].
+//! a [`Route`] out. Answers coming back update the memory through [`Router::on_read_answer`].
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -393,9 +393,7 @@ impl Router {
         self.apply_ack_mode(route, call)
     }
 
-    /// An upstream answered `call` (`serial` names the request, `class` says how the answer
-    /// counts): remember what later routing needs. Returns the disagreement when its payload
-    /// status differs from the first upstream's for the same block or head.
+    /// [`Router::on_read_answer`], reading the answer's facts from its body first (tests).
     #[cfg(test)]
     pub fn on_answer(
         &mut self,
@@ -409,7 +407,10 @@ impl Router {
         self.on_read_answer(upstream, serial, call, class, body, &answer)
     }
 
-    /// [`Router::on_answer`] with the answer already read (by `classify_read`).
+    /// An upstream answered `call` (`serial` names the request, `class` says how the answer
+    /// counts, `answer` holds its facts, already read by `classify_read`): remember what later
+    /// routing needs. Returns the disagreement when its payload status differs from the first
+    /// upstream's for the same block or head.
     pub fn on_read_answer(
         &mut self,
         upstream: usize,

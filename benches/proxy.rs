@@ -413,18 +413,7 @@ fn run(settings: &Settings) -> io::Result<()> {
     match &nginx_binary {
         Some(nginx_binary) => {
             let (stock, tuned) = (procs::free_addr()?, procs::free_addr()?);
-            let servers = [
-                Server {
-                    listen: stock,
-                    mirror: None,
-                    body_buffer: None,
-                },
-                Server {
-                    listen: tuned,
-                    mirror: None,
-                    body_buffer: Some(NGINX_BODY_BUFFER),
-                },
-            ];
+            let servers = proxy_pass_servers(stock, tuned);
             let dir = temp.path().join("nginx-proxy-pass");
             let plain = lab.push(nginx::start(
                 nginx_binary,
@@ -659,6 +648,23 @@ fn write_charts(target_dir: &Path, setups: &[Setup], large_paths: &[LargePath]) 
         progress(&format!("wrote {}", path.display()));
     }
     Ok(())
+}
+
+/// nginx `proxy_pass` as shipped (bodies over 16 KiB spooled to a file) on `stock`, and with a
+/// body buffer large enough for a 2 MB payload on `tuned`.
+fn proxy_pass_servers(stock: SocketAddr, tuned: SocketAddr) -> [Server; 2] {
+    [
+        Server {
+            listen: stock,
+            mirror: None,
+            body_buffer: None,
+        },
+        Server {
+            listen: tuned,
+            mirror: None,
+            body_buffer: Some(NGINX_BODY_BUFFER),
+        },
+    ]
 }
 
 /// A table label without its Markdown.
@@ -900,18 +906,7 @@ fn measure_instructions(
         _ => return figures,
     };
     let start_nginx = |nginx: &Path, out: &Path| -> io::Result<Proc> {
-        let servers = [
-            Server {
-                listen: stock,
-                mirror: None,
-                body_buffer: None,
-            },
-            Server {
-                listen: tuned,
-                mirror: None,
-                body_buffer: Some(NGINX_BODY_BUFFER),
-            },
-        ];
+        let servers = proxy_pass_servers(stock, tuned);
         let dir = temp.join("nginx-callgrind");
         nginx::start_with(
             nginx,

@@ -216,8 +216,8 @@ enum Outcome {
     NotAsked,
     /// Asked, no outcome yet.
     Pending,
-    /// It answered.
-    Answered(Response, Class),
+    /// It answered; the payload status is read only where the policy weighs it (majority).
+    Answered(Response, Class, Option<PayloadStatus>),
     /// It failed.
     Failed(LegFailure),
 }
@@ -289,7 +289,16 @@ impl Exchange {
     pub fn on_answer(&mut self, upstream: usize, response: Response, class: Class) {
         match class {
             Class::Broken(breakage) => self.on_failure(upstream, LegFailure::Broken(breakage)),
-            class => self.set(upstream, Outcome::Answered(response, class)),
+            class => {
+                // Majority weighs every final verdict at each decision: read each once, here.
+                let status = match (class, self.effective_policy()) {
+                    (Class::Final, AnswerPolicy::Majority) => {
+                        rpc::inspect_answer(self.method, &response.body).status
+                    }
+                    _ => None,
+                };
+                self.set(upstream, Outcome::Answered(response, class, status))
+            }
         }
     }
 
@@ -407,16 +416,14 @@ impl Exchange {
 
     fn class(&self, upstream: usize) -> Option<Class> {
         match self.outcomes.get(upstream) {
-            Some(Outcome::Answered(_, class)) => Some(*class),
+            Some(Outcome::Answered(_, class, _)) => Some(*class),
             _ => None,
         }
     }
 
     fn status(&self, upstream: usize) -> Option<PayloadStatus> {
         match self.outcomes.get(upstream) {
-            Some(Outcome::Answered(response, _)) => {
-                rpc::inspect_answer(self.method, &response.body).status
-            }
+            Some(Outcome::Answered(_, _, status)) => *status,
             _ => None,
         }
     }
@@ -432,7 +439,7 @@ impl Exchange {
     /// Moves an upstream's answer out, leaving it counted as answered with an empty body.
     fn take(&mut self, upstream: usize) -> Option<Answer> {
         let primary = self.order.first().copied();
-        let Some(Outcome::Answered(response, _)) = self.outcomes.get_mut(upstream) else {
+        let Some(Outcome::Answered(response, ..)) = self.outcomes.get_mut(upstream) else {
             return None;
         };
         self.decision.hedged = Some(upstream) != primary;
@@ -447,7 +454,9 @@ impl Exchange {
         self.order
             .iter()
             .filter_map(|&i| match self.outcomes.get(i) {
-                Some(Outcome::Answered(response, Class::Final)) => Some(response.body.as_slice()),
+                Some(Outcome::Answered(response, Class::Final, _)) => {
+                    Some(response.body.as_slice())
+                }
                 _ => None,
             })
             .collect()
